@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import torch
@@ -28,17 +29,30 @@ TOPICS = ["photosynthesis", "gravity", "the water cycle", "a black hole", "democ
           "inflation", "a haiku", "recycling", "the heart", "an earthquake", "a poem"]
 TASKS = ["Give me three tips for sleeping better.", "How do I boil an egg?", "Write a short greeting for a birthday card.",
          "What is 12 plus 30?", "What is 7 times 8?", "Name three fruits.", "Suggest a name for a pet cat.",
-         "How many days are in a week?", "What colour is the sky on a clear day?", "Translate 'thank you' into French.",
+         "How many months are in a year?", "What colour is the sky on a clear day?", "Translate 'thank you' into French.",
          "Tell me a fun fact about octopuses.", "What should I pack for a beach trip?", "Hello, who are you?",
          "Hi! How are you today?", "What can you do?", "Thank you!", "Write one sentence about autumn.",
          "What is the opposite of hot?", "Recommend a good habit for students.", "How do plants drink water?"]
+# Text-only questions that use the world's words (colours, shapes, sounds, motion): the answer is text, never a
+# picture, a sound or a video. None of them is one of the evaluation's held-out text-only requests.
+WORLD_WORDS = ["What colour do you get when you mix blue and yellow?", "How many sides does a square have?",
+               "What is a circle?", "Name three shapes.", "What colour is a ripe tomato?",
+               "What makes a sound high or low?", "Is orange a colour or a fruit?", "What is your favourite colour?",
+               "Why do bees buzz?", "What does it mean to turn left?", "Describe the colour green in one sentence.",
+               "How many corners does a triangle have?", "What is a video?", "What is the difference between a "
+               "picture and a photo?", "Which is bigger, a square or a circle?", "What colour are most leaves?",
+               "Why do some sounds hurt our ears?", "What is purple made of?", "Can red and green be mixed?",
+               "What does a low voice sound like?", "What is a beep?", "Which direction does the sun rise in?",
+               "What is a tone in music?", "Tell me one thing that is blue.", "How fast does sound travel?",
+               "What is a square number?", "Write a sentence with the word yellow.", "Is white a colour?",
+               "What shape is a wheel?", "How do you draw well? Give one tip."]
 
 
 def questions() -> list[str]:
     qs = [f"What is the capital of {c}?" for c, _ in COUNTRIES]
     qs += [f"Explain {t} in one or two sentences." for t in TOPICS]
     qs += [f"What is {t}?" for t in TOPICS[:10]]
-    return qs + TASKS
+    return qs + TASKS + WORLD_WORDS
 
 
 def main() -> None:
@@ -49,7 +63,9 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.manual_seed(0)
-    model = load_model("nano", load_encoder=False, load_decoders=False)
+    with tempfile.TemporaryDirectory() as base:  # the preset's config only: no LoRA, no trained rows
+        NextGPTConfig.from_name("nano").save(Path(base))
+        model = load_model("nano", folder=Path(base), load_encoder=False, load_decoders=False)
     qs = questions()[: args.limit]
     rows = []
     for q in tqdm(qs, desc="base-model answers"):

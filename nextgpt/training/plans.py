@@ -25,6 +25,11 @@ class StagePlan:
     max_len: int  # tokens per example
     warmup: int = 20
     l2_weight: float = 1.0
+    mix: tuple[tuple[str, float], ...] = ()  # per record kind, how many times its examples appear (default 1;
+    # a fraction keeps a seeded subset): a small kind (general chat) is repeated so that steps actually see it
+
+    def repeats(self, kind: str) -> float:
+        return dict(self.mix).get(kind, 1.0)
 
 
 PLANS = {
@@ -34,5 +39,7 @@ PLANS = {
                         saves=("output", "rows"), lr=1e-3, steps=150, batch_size=8, max_len=56),
     "stage3": StagePlan("stage3", trains=("lora", "input_proj", "output_proj", "token_rows"), losses=("ce", "l2"),
                         data=("t2m", "mosit", "caption", "general"), saves=("input", "output", "rows", "lora"),
-                        lr=5e-4, steps=200, batch_size=8, max_len=128),
+                        lr=5e-4, steps=700, batch_size=8, max_len=128,
+                        # per step of 8: ~2.4 instructions, ~3.2 dialogues, ~1 caption, ~1.3 general chat (self-distilled)
+                        mix=(("t2m", 0.5), ("mosit", 2.0), ("caption", 0.2), ("general", 18.0))),
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -71,9 +72,11 @@ def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, An
     model = load_model("nano", folder=args.checkpoint, merge_lora=False)
     # 2. data -> token ids with labels
     conversations = []
+    rng = random.Random(args.seed)
     for kind in plan.data:
         convs = load_kind(args.data, "train", kind, general_chat=args.general_chat)
-        conversations += convs[:limit] if limit else convs
+        convs = convs[:limit] if limit else convs
+        conversations += mixed(convs, plan.repeats(kind), rng)
     prepared = prepare(conversations, model.builder, plan.max_len)
     log.info("%s: %d examples", plan.name, len(prepared))
     # 3. frozen features and targets, once
@@ -88,6 +91,13 @@ def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, An
                     seed=args.seed, save_every=max(1, min(50, steps // 4)))
     return train(model, dataclasses.replace(plan, steps=steps, batch_size=batch), prepared, collate, run,
                  stop_after=stop_after)
+
+
+def mixed(items: list[Any], repeats: float, rng: random.Random) -> list[Any]:
+    """`items` repeated int(repeats) times, plus a seeded subset for the fractional part (at least one item)."""
+    whole, frac = int(repeats), repeats - int(repeats)
+    extra = rng.sample(items, max(1, round(frac * len(items)))) if frac > 0 and items else []
+    return items * whole + extra
 
 
 def _caption_encoders(model: Any) -> Any:
