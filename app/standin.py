@@ -94,13 +94,15 @@ class ScriptedLLM(nn.Module):
         return out
 
 
-def _tiny_pipeline(spec: DecoderSpec, tokenizer: Any, seed: int = 0) -> Any:
+def tiny_pipeline(spec: DecoderSpec, tokenizer: Any, seed: int = 0) -> Any:
+    """A stock pipeline of `spec` with random 8/16-channel parts and a 1-layer random BERT text encoder of
+    width `spec.cond_dim` (the tests' decoders are built here too)."""
     from transformers import BertConfig, BertModel
 
     from nextgpt.decode import build_nano_pipeline
 
     torch.manual_seed(seed)
-    text = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=_COND_DIM, num_hidden_layers=1,
+    text = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=spec.cond_dim, num_hidden_layers=1,
                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
     return build_nano_pipeline(spec, seed=seed, unet_channels=(8, 16), vae_channels=(8, 16), vocoder_channels=16,
                                text_encoder=text, tokenizer=tokenizer)
@@ -133,7 +135,7 @@ def tiny_model(*, encoder: bool = True, generate: tuple[Modality, ...] = tuple(M
     # 2. encoder and decoders
     media_encoder = MediaEncoder(cfg.encoder) if encoder else None
     caption_tok = load_caption_encoder(max_length=NANO_CAPTION_TOKENS)[1]
-    pipelines = {m: _tiny_pipeline(cfg.decoder(m), caption_tok, seed) for m in generate}
+    pipelines = {m: tiny_pipeline(cfg.decoder(m), caption_tok, seed) for m in generate}
     decoders = Decoders(cfg, pipelines) if generate else None
     model = NextGPT(cfg, ScriptedLLM(llm, tok), tok, encoder=media_encoder, decoders=decoders)
     model.can_generate = set(generate)

@@ -35,6 +35,7 @@ from transformers import BertModel, BertTokenizerFast, PreTrainedModel, PreTrain
 
 from nextgpt.config import DecoderSpec, Modality, NextGPTConfig
 from nextgpt.decoder_configs import (
+    NANO_PREDICTION,
     caption_encoder_path,
     count_parameters,
     instantiate,
@@ -123,18 +124,19 @@ def build_nano_pipeline(
     spec: DecoderSpec,
     *,
     seed: int = 0,
-    unet_channels: tuple[int, ...] = (64, 128, 128),
-    vae_channels: tuple[int, ...] = (32, 64, 128),
-    vocoder_channels: int = 128,
+    unet_channels: tuple[int, ...] | None = None,
+    vae_channels: tuple[int, ...] | None = None,
+    vocoder_channels: int | None = None,
     text_encoder: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> DiffusionPipeline:
-    """A fresh, randomly initialised small pipeline of the class `spec.pipeline`, sized from the spec.
+    """A fresh, randomly initialised small pipeline of the class `spec.pipeline`, sized from the spec, with the
+    shipped nano widths unless given (`decoder_configs.NANO_SIZES`).
 
     The text encoder defaults to all-MiniLM-L6-v2 (pretrained, frozen by the caller); `text_encoder` /
     `tokenizer` replace it (tests pass a tiny BertModel; its config gets ``use_attention_mask=True``). Its
     width must equal `spec.cond_dim`. The scheduler is DPM-Solver++ with the real model's scaled_linear
-    betas and epsilon prediction.
+    betas and the shipped decoder's prediction type (`NANO_PREDICTION`).
     """
     kind = _kind(spec)
     if (text_encoder is None) != (tokenizer is None):
@@ -159,7 +161,7 @@ def build_nano_pipeline(
         beta_start=kind.betas[0],
         beta_end=kind.betas[1],
         beta_schedule="scaled_linear",
-        prediction_type="epsilon",
+        prediction_type=NANO_PREDICTION.get(spec.modality, "epsilon"),
         algorithm_type="dpmsolver++",
         solver_order=2,
         steps_offset=1,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from transformers import (
     SpeechT5HifiGan,
 )
 
-from nextgpt.config import DecoderSpec
+from nextgpt.config import DecoderSpec, Modality
 
 ComponentTable = dict[str, tuple[type, dict[str, Any]]]
 
@@ -215,19 +216,46 @@ def reference_decoder_components(spec: DecoderSpec) -> ComponentTable:
 
 
 # ---- the small decoders of the nano preset ----------------------------------------------------------
+@dataclass(frozen=True)
+class DecoderSizes:
+    """Widths of one nano decoder (the shipped ones: `NANO_SIZES`)."""
+
+    unet_channels: tuple[int, ...]
+    vae_channels: tuple[int, ...]  # the VAE downsamples by 2 ** (len - 1)
+    vocoder_channels: int = 128
+
+
+# The shipped nano decoders (checkpoints/nano/decoders; trained by nextgpt/training/decoders.py), with the
+# quantity each UNet predicts: the one source of both for building, training and loading them.
+NANO_SIZES: dict[Modality, DecoderSizes] = {
+    Modality.IMAGE: DecoderSizes(unet_channels=(48, 96, 96), vae_channels=(16, 32, 64)),
+    Modality.AUDIO: DecoderSizes(unet_channels=(48, 96, 96), vae_channels=(16, 32, 64), vocoder_channels=128),
+    # a VAE of factor 8 (8x8 latents): the 3D UNet at 16x16 is 4x slower
+    Modality.VIDEO: DecoderSizes(unet_channels=(32, 64, 64), vae_channels=(16, 32, 64, 64)),
+}
+NANO_PREDICTION: dict[Modality, str] = {Modality.IMAGE: "epsilon", Modality.AUDIO: "v_prediction",
+                                        Modality.VIDEO: "v_prediction"}
+
+
 def nano_decoder_components(
     spec: DecoderSpec,
     *,
-    unet_channels: tuple[int, ...] = (64, 128, 128),
-    vae_channels: tuple[int, ...] = (32, 64, 128),
+    unet_channels: tuple[int, ...] | None = None,
+    vae_channels: tuple[int, ...] | None = None,
     layers_per_block: int = 1,
-    vocoder_channels: int = 128,
+    vocoder_channels: int | None = None,
 ) -> ComponentTable:
-    """Fresh small components shaped like the reference ones, sized from the spec.
+    """Fresh small components shaped like the reference ones, sized from the spec; widths default to the
+    shipped ones (`NANO_SIZES`).
 
-    The VAE's downsampling factor is ``2 ** (len(vae_channels) - 1)`` (4 by default: 64x64x3 -> 16x16x4,
-    a 200x64 mel -> 50x16x8). The text encoder entry is all-MiniLM-L6-v2's architecture (384-d).
+    The VAE's downsampling factor is ``2 ** (len(vae_channels) - 1)`` (image: 64x64x3 -> 16x16x4; audio: a
+    200x64 mel -> 50x16x8; video: 8x8x4 per frame). The text encoder entry is all-MiniLM-L6-v2's
+    architecture (384-d).
     """
+    sizes = NANO_SIZES[spec.modality]
+    unet_channels = unet_channels or sizes.unet_channels
+    vae_channels = vae_channels or sizes.vae_channels
+    vocoder_channels = vocoder_channels or sizes.vocoder_channels
     factor = 2 ** (len(vae_channels) - 1)
     unet_groups = math.gcd(32, *unet_channels)
     vae_groups = math.gcd(32, *vae_channels)

@@ -301,6 +301,32 @@ class NextGPT(nn.Module):
         return arr[0]
 
     # ---- training-side helpers -------------------------------------------------------------------
+    def signal_states(self, batch: dict[str, Any]) -> tuple[Any, dict[Modality, tuple[torch.Tensor, torch.Tensor]]]:
+        """Run the LLM teacher-forced on a `forward` batch. Returns its output and, per modality with blocks,
+        the output projector's inputs at the signal tokens: last hidden states and token embeddings, each
+        (k, num_signal_tokens, H), blocks in batch order (the order of batch["block_targets"][modality])."""
+        ids = batch["input_ids"]
+        embeds = self.llm.get_input_embeddings()(ids)  # (B, T, H)
+        if batch.get("media_feats") is not None and len(batch["media_feats"]):
+            rows, cols = batch["media_index"].unbind(-1)
+            projected = self.input_proj(batch["media_feats"].to(self.input_proj.weight.dtype)).to(embeds.dtype)
+            embeds = embeds.index_put((rows, cols), projected)
+        blocks = batch.get("blocks") or []
+        out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=bool(blocks))
+        states: dict[Modality, tuple[torch.Tensor, torch.Tensor]] = {}
+        if blocks:
+            hidden = out.hidden_states[-1]
+            tok_embeds = self.llm.get_input_embeddings()(ids)
+            for spec in self.cfg.decoders:
+                mine = [(r, s) for r, s, m in blocks if m == spec.modality]
+                if not mine:
+                    continue
+                n = spec.num_signal_tokens
+                idx_r = torch.tensor([r for r, _ in mine], device=ids.device)
+                idx_t = torch.tensor([s for _, s in mine], device=ids.device)[:, None] + torch.arange(n, device=ids.device)
+                states[spec.modality] = (hidden[idx_r[:, None], idx_t], tok_embeds[idx_r[:, None], idx_t])
+        return out, states
+
     def add_lora(self) -> None:
         """Wrap the LLM with a fresh LoRA (stage 3)."""
         from peft import get_peft_model
@@ -318,33 +344,16 @@ class NextGPT(nn.Module):
         block_targets: {modality: (n, cond_len, cond_dim) or (n, cond_dim)} in the same order.
         Returns {"loss", "ce"[, "l2"]}.
         """
-        ids = batch["input_ids"]
-        embeds = self.llm.get_input_embeddings()(ids)  # (B, T, H)
-        if batch.get("media_feats") is not None and len(batch["media_feats"]):
-            rows, cols = batch["media_index"].unbind(-1)
-            projected = self.input_proj(batch["media_feats"].to(self.input_proj.weight.dtype)).to(embeds.dtype)
-            embeds = embeds.index_put((rows, cols), projected)
-        blocks = batch.get("blocks") or []
-        out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=bool(blocks))
+        out, states = self.signal_states(batch)
         logits = out.logits[:, :-1].float()
         ce = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
         losses = {"ce": ce}
-        if blocks:
-            hidden = out.hidden_states[-1]
-            tok_embeds = self.llm.get_input_embeddings()(ids)
+        if states:
             l2_terms = []
-            for spec in self.cfg.decoders:
-                mine = [(r, s) for r, s, m in blocks if m == spec.modality]
-                if not mine:
-                    continue
-                n = spec.num_signal_tokens
-                idx_r = torch.tensor([r for r, _ in mine], device=ids.device)
-                idx_t = torch.tensor([s for _, s in mine], device=ids.device)[:, None] + torch.arange(n, device=ids.device)
-                h = hidden[idx_r[:, None], idx_t]  # (k, n, H)
-                e = tok_embeds[idx_r[:, None], idx_t]
-                proj = self.output_projectors[spec.modality.value]
+            for modality, (h, e) in states.items():
+                proj = self.output_projectors[modality.value]
                 pred = proj(h.to(proj.fc.weight.dtype), e.to(proj.fc.weight.dtype))
-                target = batch["block_targets"][spec.modality].to(pred.dtype)
+                target = batch["block_targets"][modality].to(pred.dtype)
                 l2_terms.append(nn.functional.mse_loss(pred, target))
             losses["l2"] = torch.stack(l2_terms).mean()
         losses["loss"] = losses["ce"] + l2_weight * losses.get("l2", torch.zeros((), device=ce.device))

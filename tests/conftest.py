@@ -15,19 +15,21 @@ TINY_COND = 32
 
 def tiny_decoders(cfg: NextGPTConfig):
     """Random-weight stock pipelines (8/16 channels) with a tiny BERT text encoder, for every modality."""
-    from transformers import BertConfig, BertModel
-
-    from nextgpt.decode import Decoders, build_nano_pipeline, load_caption_encoder
+    from app.standin import tiny_pipeline
+    from nextgpt.decode import Decoders, load_caption_encoder
 
     tokenizer = load_caption_encoder(max_length=4)[1]
-    pipes = {}
-    for spec in cfg.decoders:
-        torch.manual_seed(0)
-        text = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=TINY_COND, num_hidden_layers=1,
-                                    num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
-        pipes[spec.modality] = build_nano_pipeline(spec, unet_channels=(8, 16), vae_channels=(8, 16),
-                                                   vocoder_channels=16, text_encoder=text, tokenizer=tokenizer)
-    return Decoders(cfg, pipes)
+    return Decoders(cfg, {spec.modality: tiny_pipeline(spec, tokenizer) for spec in cfg.decoders})
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models gain nothing from two, and on a shared 2-core machine two threads contend
+    (~10x slower). Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_config(base_vocab: int = 49152) -> NextGPTConfig:

@@ -11,8 +11,8 @@ import diffusers
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
+from app.standin import tiny_pipeline
 from nextgpt.config import DecoderSpec, Modality, NextGPTConfig
 from nextgpt.decode import (
     NANO_CAPTION_TOKENS,
@@ -36,13 +36,7 @@ TINY_SPECS = (
 EXPECTED_SHAPE = {Modality.IMAGE: (32, 32, 3), Modality.AUDIO: (8000,), Modality.VIDEO: (3, 32, 32, 3)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny ops gain nothing from 2 threads, and one thread keeps the timing steady on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +49,6 @@ def tiny_cfg() -> NextGPTConfig:
 def tokenizer():
     return load_caption_encoder(max_length=NANO_CAPTION_TOKENS)[1]
 
-
-def tiny_pipeline(spec: DecoderSpec, tokenizer, seed: int = 0):
-    torch.manual_seed(seed)
-    text = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=COND_DIM, num_hidden_layers=1,
-                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
-    return build_nano_pipeline(spec, seed=seed, unet_channels=(8, 16), vae_channels=(8, 16), vocoder_channels=16,
-                               text_encoder=text, tokenizer=tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +211,24 @@ def test_reference_architectures_parameter_counts():
     assert set(audio) == {"unet", "vae", "text_encoder", "vocoder"}
     with pytest.raises(ValueError, match="nano_decoder_components"):
         reference_decoder_components(NextGPTConfig.from_name("nano").decoder("image"))
+
+
+@pytest.mark.parametrize("modality", list(Modality), ids=lambda m: m.value)
+def test_shipped_nano_decoders_have_the_sizes_and_prediction_the_code_builds(modality):
+    """NANO_SIZES / NANO_PREDICTION build fresh nano decoders and drive their training: they must describe the
+    decoders in checkpoints/nano."""
+    import json
+    from pathlib import Path
+
+    from nextgpt.decoder_configs import NANO_PREDICTION, NANO_SIZES
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "nano" / "decoders" / modality.value
+
+    def read(part: str) -> dict:
+        return json.loads((folder / part / ("scheduler_config.json" if part == "scheduler" else "config.json")).read_text())
+
+    assert tuple(read("unet")["block_out_channels"]) == NANO_SIZES[modality].unet_channels
+    assert tuple(read("vae")["block_out_channels"]) == NANO_SIZES[modality].vae_channels
+    assert read("scheduler")["prediction_type"] == NANO_PREDICTION[modality]
+    if modality == Modality.AUDIO:
+        assert read("vocoder")["upsample_initial_channel"] == NANO_SIZES[modality].vocoder_channels

@@ -92,3 +92,26 @@ def test_data_order_is_fixed_by_the_seed():
     a, b = data_order(10, 7, 3, seed=1), data_order(10, 7, 3, seed=1)
     assert (a == b).all() and a.shape == (7, 3)
     assert not (a == data_order(10, 7, 3, seed=2)).all()
+
+
+def test_projector_alignment_learns_on_cached_signal_states(tiny_model):
+    from nextgpt.training.projectors import AlignArgs, collect_states, fit, measure
+
+    prepared, collate = examples(tiny_model)
+    generating = [p for p in prepared if p.block_keys]
+    states = collect_states(tiny_model, generating, collate, batch_size=3)[Modality.IMAGE]
+    spec = tiny_model.cfg.decoder("image")
+    assert states.captions == [f"a {c} square" for c in ("red", "blue", "green", "yellow")]
+    assert states.hidden.shape == states.embeds.shape == (4, spec.num_signal_tokens, tiny_model.cfg.llm.hidden_size)
+    # the cached inputs are exactly what the stages' L2 sees through the LLM
+    projector = tiny_model.output_projectors["image"]
+    with torch.no_grad():
+        l2 = tiny_model(collate(generating))["l2"]
+        cached = torch.nn.functional.mse_loss(projector(states.hidden, states.embeds), states.targets)
+    torch.testing.assert_close(cached, l2)
+    candidates = dict(zip(states.captions, states.targets))
+    before = measure(projector, states, candidates)
+    fit(projector, states, AlignArgs(steps=400, batch_size=4, lr=1e-2, weight_decay=0.0))
+    after = measure(projector, states, candidates)
+    assert after["mse"] < before["mse"] / 4
+    assert after["nearest_caption_accuracy"] == 1.0 and after["n"] == 4 and after["candidates"] == 4

@@ -53,7 +53,16 @@ from transformers.audio_utils import mel_filter_bank
 
 from nextgpt.config import DecoderSpec, Modality, NextGPTConfig
 from nextgpt.decode import Decoders, build_nano_pipeline
-from nextgpt.decoder_configs import HOP_LENGTH, MEL_BINS, SAMPLE_RATE, instantiate, nano_decoder_components
+from nextgpt.decoder_configs import (
+    HOP_LENGTH,
+    MEL_BINS,
+    NANO_PREDICTION,
+    NANO_SIZES,
+    SAMPLE_RATE,
+    DecoderSizes,
+    instantiate,
+    nano_decoder_components,
+)
 from nextgpt.training.foundation import captioned_items, read_all, write_json
 from nextgpt.training.loop import data_order
 from nextgpt.world import JUDGES, parse_caption
@@ -71,15 +80,6 @@ LOGVAR_INIT_SHIFT = 6.0  # fresh VAE: initial posterior log-variance shift (see 
 
 
 # ---- settings as data -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DecoderSizes:
-    """Widths handed to `build_nano_pipeline` (the defaults would be ~64 MB in fp16 for the three decoders)."""
-
-    unet_channels: tuple[int, ...]
-    vae_channels: tuple[int, ...]  # the VAE downsamples by 2 ** (len - 1)
-    vocoder_channels: int = 128
-
-
 @dataclass(frozen=True)
 class PartSettings:
     """How one part trains."""
@@ -114,22 +114,22 @@ class Recipe:
 # pitch/rhythm and direction: they learn v instead, from scratch (audio 700 -> 1500, video 800 -> 1600).
 RECIPES: dict[Modality, Recipe] = {
     Modality.IMAGE: Recipe(
-        DecoderSizes(unet_channels=(48, 96, 96), vae_channels=(16, 32, 64)),
+        NANO_SIZES[Modality.IMAGE],
         {"vae": PartSettings(steps=700, batch_size=8, lr=1e-3),
          "unet": PartSettings(steps=2200, batch_size=16, lr=8e-4, ema_decay=0.995, snr_gamma=5.0)},
     ),
     Modality.AUDIO: Recipe(
-        DecoderSizes(unet_channels=(48, 96, 96), vae_channels=(16, 32, 64), vocoder_channels=128),
+        NANO_SIZES[Modality.AUDIO],
         {"vae": PartSettings(steps=400, batch_size=8, lr=1e-3, crop_frames=48),
          "vocoder": PartSettings(steps=700, batch_size=8, lr=2e-3),
          "unet": PartSettings(steps=1500, batch_size=16, lr=5e-4, ema_decay=0.995, snr_gamma=5.0,
-                              prediction="v_prediction")},
+                              prediction=NANO_PREDICTION[Modality.AUDIO])},
     ),
-    Modality.VIDEO: Recipe(  # a VAE of factor 8 (8x8 latents): the 3D UNet at 16x16 is 4x slower
-        DecoderSizes(unet_channels=(32, 64, 64), vae_channels=(16, 32, 64, 64)),
+    Modality.VIDEO: Recipe(
+        NANO_SIZES[Modality.VIDEO],
         {"vae": PartSettings(steps=700, batch_size=8, lr=1e-3),
          "unet": PartSettings(steps=1600, batch_size=8, lr=8e-4, ema_decay=0.995, snr_gamma=5.0,
-                              prediction="v_prediction"),
+                              prediction=NANO_PREDICTION[Modality.VIDEO]),
          "vae_decoder": PartSettings(steps=400, batch_size=8, lr=5e-4)},
     ),
 }
