@@ -181,12 +181,17 @@ def test_bench_quick(oracle_model, tmp_path):
                 "official_conversation_s", "speedup", "peak_rss_gb"):
         assert m[key]["value"] is not None and m[key]["value"] > 0, (key, m[key])
     assert m["conversation_s"]["detail"]["produced"] == [[], ["image"], ["video"], ["audio"], []]
-    assert m["official_conversation_s"]["detail"]["decoder_loads"] == 3
+    official = m["official_conversation_s"]["detail"]
+    assert official["decoder_loads"] == 3 and official["decoder_load_s"] > 0
+    for detail in (m["conversation_s"]["detail"], official):  # the parts are within the whole
+        assert 0 < detail["llm_s"] and 0 < detail["decoders_s"]
+    assert m["conversation_s"]["detail"]["llm_s"] + m["conversation_s"]["detail"]["decoders_s"] <= m["conversation_s"]["value"]
+    assert official["decoder_load_s"] <= official["decoders_s"]
     assert len(result["targets"]) == len(TARGETS)
     assert {t["met"] for t in result["targets"]} <= {True, False, None}
     assert result["machine"]["torch_threads"] >= 1
     md = (tmp_path / "b" / "bench.md").read_text()
-    assert "Official way" in md and "by how much" in md
+    assert "Official way" in md and "by how much" in md and "Where the time goes" in md
     assert json.loads(open(paths["json"]).read())["preset"] == oracle_model.cfg.name
 
 
