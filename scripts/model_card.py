@@ -55,15 +55,35 @@ def decoder_section(ckpt: Path) -> list[str]:
 
 def stages_section(runs: Path) -> list[str]:
     lines = ["| stage | steps | batch | lr | minutes | final losses |", "|---|---|---|---|---|---|"]
-    for stage in ("stage1", "stage2", "stage3"):
+    for stage in ("stage1", "stage2", "stage3", "stage3b"):
         s, r = _json(runs / stage / "summary.json"), _json(runs / stage / "run.json")
         if s is None or r is None:
-            lines.append(f"| {stage} | not run | | | | |")
+            if stage != "stage3b":
+                lines.append(f"| {stage} | not run | | | | |")
             continue
+        if stage == "stage3b":
+            stage = "stage3, continued with the data mix"
         final = s.get("final") or {}
         losses = ", ".join(f"{k} {final[k]:.3f}" for k in ("ce", "l2") if k in final)
         lines.append(f"| {stage} | {s['steps']} | {r['run']['batch_size']} | {r['run']['lr']} | "
                      f"{s['seconds'] / 60:.1f} | {losses} |")
+    return lines
+
+
+def projectors_section(runs: Path) -> list[str]:
+    m = _json(runs / "projectors" / "summary.json")
+    if m is None:
+        return ["Output projector alignment (`scripts/align_projectors.py`): not run."]
+    lines = [f"**Output projector alignment** (`scripts/align_projectors.py`, on cached signal states of the final "
+             f"LLM, {m['args']['steps']} steps per modality, {m['seconds'] / 60:.1f} min). Val split: MSE to the "
+             "decoder's caption encoding, and how often the nearest caption encoding is the asked-for one:", "",
+             "| modality | train blocks | val blocks | MSE before -> after | nearest caption before -> after |",
+             "|---|---|---|---|---|"]
+    for mod, d in m["modalities"].items():
+        b, a = d["before"], d["after"]
+        lines.append(f"| {mod} | {d['train_blocks']} | {a['n']} | {b['mse']:.4f} -> {a['mse']:.4f} | "
+                     f"{b['nearest_caption_accuracy']:.2f} -> {a['nearest_caption_accuracy']:.2f} "
+                     f"(of {a['candidates']} captions) |")
     return lines
 
 
@@ -75,6 +95,8 @@ def main() -> None:
     ap.add_argument("--notes", type=Path, default=None, help="markdown appended as 'Notes'")
     args = ap.parse_args()
     report = args.eval / "report.md"
+    chat = Path("assets/training/general_chat.json")
+    general = len(json.loads(chat.read_text())) if chat.is_file() else 0
     parts = [
         "# nano: model card", "",
         "NExT-GPT's recipe at toy size, trained on 2 CPU cores on the procedural world of `nextgpt/world/` "
@@ -86,9 +108,10 @@ def main() -> None:
         "`python -m nextgpt.world.records --out data/world --seed 0 --train 2000 --val 200 --test 200`: per split "
         "X-caption pairs, caption-only generation records, T2M instructions and MosIT dialogues (2-5 turns with "
         "edits), in the official record formats; the test split uses held-out seeds. Stage 3 also mixes in "
-        "`assets/training/general_chat.json` (the base model's own answers to 62 general questions).", "",
+        f"`assets/training/general_chat.json` (the base model's own answers to {general} general questions).", "",
         "## Training", "", *encoder_section(args.checkpoint), "", *decoder_section(args.checkpoint), "",
         "**Stages 1-3** (`runs/<stage>/summary.json`):", "", *stages_section(args.runs), "",
+        *projectors_section(args.runs), "",
         "## Evaluation (`python -m nextgpt eval`, test split, through the public chat API)", "",
         report.read_text().split("\n", 1)[1] if report.is_file() else "Not run.", "",
     ]

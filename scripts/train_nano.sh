@@ -3,7 +3,7 @@
 #
 #   bash scripts/train_nano.sh            # writes data/world, runs/, and checkpoints/nano
 #
-# Steps: the world -> step 0 foundation parts (encoder, decoders) -> stage 1 -> stage 2 -> stage 3.
+# Steps: the world -> step 0 foundation parts (encoder, decoders) -> stage 1 -> stage 2 -> stage 3 -> projector alignment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,3 +18,4 @@ $PY scripts/train_decoders.py --data "$DATA" --out "$OUT" --modality all
 $PY scripts/train_stage1.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage2.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage3.py --data "$DATA" --checkpoint "$OUT"
+$PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT"
