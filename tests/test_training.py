@@ -115,3 +115,19 @@ def test_projector_alignment_learns_on_cached_signal_states(tiny_model):
     after = measure(projector, states, candidates)
     assert after["mse"] < before["mse"] / 4
     assert after["nearest_caption_accuracy"] == 1.0 and after["n"] == 4 and after["candidates"] == 4
+
+
+def test_stage_mix_repeats_small_kinds_and_subsamples_large_ones():
+    import random
+
+    from nextgpt.training.stages import mixed
+
+    items = list(range(10))
+    assert mixed(items, 1.0, random.Random(0)) == items
+    assert mixed(items, 3.0, random.Random(0)) == items * 3
+    part = mixed(items, 0.3, random.Random(0))
+    assert len(part) == 3 and len(set(part)) == 3 and set(part) <= set(items)
+    assert part == mixed(items, 0.3, random.Random(0))  # fixed by the seed
+    assert len(mixed(items, 2.5, random.Random(0))) == 25
+    plan = PLANS["stage3"]
+    assert plan.repeats("general") > 1 > plan.repeats("caption") and plan.repeats("unlisted") == 1.0

@@ -81,7 +81,7 @@ def collect_states(model: Any, prepared: Sequence[Any], collate: Any, *, batch_s
                    desc: str = "signal states") -> dict[Modality, States]:
     """One teacher-forced pass of the (frozen) model over `prepared` examples with captioned blocks."""
     parts: dict[Modality, dict[str, list]] = {}
-    for i in tqdm(range(0, len(prepared), batch_size), desc=desc, disable=None):
+    for i in tqdm(range(0, len(prepared), batch_size), desc=desc, mininterval=10):
         items = prepared[i : i + batch_size]
         batch = collate(items)
         _, states = model.signal_states(batch)
@@ -124,7 +124,7 @@ def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str =
     gen = torch.Generator().manual_seed(args.seed)
     n = len(states.captions)
     history = []
-    bar = tqdm(range(args.steps), desc=desc, mininterval=10, disable=None)
+    bar = tqdm(range(args.steps), desc=desc, mininterval=10)
     for step in bar:
         idx = torch.randint(n, (min(args.batch_size, n),), generator=gen)
         pred = projector(states.hidden[idx].to(dtype), states.embeds[idx].to(dtype))
@@ -135,8 +135,8 @@ def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str =
         sched.step()
         opt.zero_grad(set_to_none=True)
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
-            history.append({"step": step + 1, "mse": float(loss)})
-            bar.set_postfix(mse=f"{float(loss):.4f}")
+            history.append({"step": step + 1, "mse": loss.item()})
+            bar.set_postfix(mse=f"{loss.item():.4f}")
     projector.eval().requires_grad_(False)
     return history
 
