@@ -15,7 +15,7 @@ import torch
 
 from nextgpt import cli
 from nextgpt.eval.bench import TARGETS, BenchConfig, benchmark, write_bench
-from nextgpt.eval.evaluate import EvalConfig, evaluate, turn_kind
+from nextgpt.eval.evaluate import TEXT_ONLY_REQUESTS, EvalConfig, evaluate, turn_kind
 from nextgpt.eval.metrics import attribute_accuracy, bleu4, caption_scores, frechet_distance, mean_cosine
 from nextgpt.eval.report import write_report
 from nextgpt.world.records import make_split
@@ -136,10 +136,13 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
     assert data["captioning"]["rows"]["image"]["attributes"]["colour"] >= 0.0
     assert data["generation"]["rows"]["text"]["switch_accuracy"] == 1.0
     assert data["generation"]["confusion"]["text"]["none"] == 2
+    answers = data["generation"]["rows"]["text"]["answers"]
+    assert [a["prompt"] for a in answers] == list(TEXT_ONLY_REQUESTS[:2]) and all(a["produced"] == [] for a in answers)
     assert data["dialogue"]["n"] == 2 and 0.0 <= data["dialogue"]["success_rate"] <= 1.0
     assert data["editing"]["n"] <= 2 and "reference" in data["editing"]["history"]
     md = (out / "report.md").read_text()
     assert "BLEU-4" in md and "confusion" in md and "Multi-turn" in md
+    assert f"| {TEXT_ONLY_REQUESTS[0]} | none | {' '.join(answers[0]['reply'].split())[:197]}" in md
 
     # a rerun gives the same outputs (greedy decoding, diffusion seeded per record): checked on limit 1
     again = evaluate(oracle_model, EvalConfig(data_dir=world, limit=1, max_new_tokens=24, progress=False, use_meteor=False))

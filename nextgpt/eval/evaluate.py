@@ -288,7 +288,7 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
         if row["skipped"]:
             rows[asked] = {"n": 0, "skipped": row["skipped"]}
             continue
-        right, truths, preds = 0, [], []
+        right, truths, preds, answers = 0, [], [], []
         store = media.setdefault(asked, {"generated": [], "captions": [], "real": [], "real_captions": []})
         for index, item in row["items"]:
             if asked == "text":
@@ -304,6 +304,8 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             right += sorted(kinds) == ([] if asked == "text" else [asked])
             record = {"table": "generation", "asked": asked, "record": index, "prompt": _text(messages[0]),
                       "reply": reply.text, "produced": kinds}
+            if asked == "text":  # shown in the report: does general chat survive the tuning?
+                answers.append({"prompt": item, "reply": reply.text, "produced": kinds})
             if caption is not None:
                 truth = caption_attributes(caption, asked)
                 mine = reply.media(Modality(asked))
@@ -320,7 +322,7 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
                 record.update(caption=caption, judged=pred)
             items_out.append(record)
         n = len(row["items"])
-        rows[asked] = {"n": n, "switch_accuracy": right / n if n else None}
+        rows[asked] = {"n": n, "switch_accuracy": right / n if n else None, **({"answers": answers} if answers else {})}
         if truths:
             rows[asked]["attributes"] = attribute_accuracy(truths, preds)
             rows[asked]["produced_fraction"] = sum(p is not None for p in preds) / len(preds)

@@ -49,6 +49,12 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _cell(text: str, limit: int) -> str:
+    """One markdown table cell: single line, pipes escaped, cut at `limit` characters."""
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
@@ -114,6 +120,12 @@ def markdown(report: EvalReport) -> str:
               "Modality-switching confusion (rows: asked for; columns: produced; a reply with two items counts twice):", ""]
     lines += _table(["asked \\ produced", *PRODUCED_COLUMNS],
                     [[a, *(str(g["confusion"][a][c]) for c in PRODUCED_COLUMNS)] for a in g["confusion"]]) + [""]
+    answers = g["rows"].get("text", {}).get("answers", [])
+    if answers:
+        lines += ["Answers to the text-only questions (general chat after the tuning; first 200 characters):", ""]
+        lines += _table(["question", "produced", "reply"],
+                        [[a["prompt"], ", ".join(a["produced"]) or "none", _cell(a["reply"], 200)] for a in answers])
+        lines += [""]
 
     # 3. editing
     e = t["editing"]
