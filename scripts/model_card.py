@@ -53,16 +53,21 @@ def decoder_section(ckpt: Path) -> list[str]:
     return lines
 
 
+# run folders under runs/, in the order they ran, and how the card names them
+RUNS = {"stage1": "stage1", "stage2": "stage2", "stage3": "stage3",
+        "stage3b": "stage3, continued with the data mix",
+        "stage1_video": "stage1 again, video captions only (`--modality video`)"}
+
+
 def stages_section(runs: Path) -> list[str]:
     lines = ["| stage | steps | batch | lr | minutes | final losses |", "|---|---|---|---|---|---|"]
-    for stage in ("stage1", "stage2", "stage3", "stage3b"):
+    for stage, label in RUNS.items():
         s, r = _json(runs / stage / "summary.json"), _json(runs / stage / "run.json")
         if s is None or r is None:
-            if stage != "stage3b":
+            if stage in ("stage1", "stage2", "stage3"):
                 lines.append(f"| {stage} | not run | | | | |")
             continue
-        if stage == "stage3b":
-            stage = "stage3, continued with the data mix"
+        stage = label
         final = s.get("final") or {}
         losses = ", ".join(f"{k} {final[k]:.3f}" for k in ("ce", "l2") if k in final)
         lines.append(f"| {stage} | {s['steps']} | {r['run']['batch_size']} | {r['run']['lr']} | "

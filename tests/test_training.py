@@ -131,3 +131,13 @@ def test_stage_mix_repeats_small_kinds_and_subsamples_large_ones():
     assert len(mixed(items, 2.5, random.Random(0))) == 25
     plan = PLANS["stage3"]
     assert plan.repeats("general") > 1 > plan.repeats("caption") and plan.repeats("unlisted") == 1.0
+
+
+def test_stage_modality_filter_keeps_conversations_with_that_modality(tmp_path):
+    from nextgpt.training.stages import has_modality
+
+    rec = {"video_list": [{"video_name": "videos/1.mp4", "caption": "a red circle moving left"}],
+           "conversation": [{"from": "human", "value": "<video>\nWhat happens?"}, {"from": "gpt", "value": "a red circle moving left"}]}
+    msgs = record_to_messages(rec, tmp_path)
+    assert has_modality(msgs, "video") and not has_modality(msgs, "image")
+    assert not has_modality([{"role": "user", "content": "hello"}], "video")

@@ -34,6 +34,7 @@ class StageArgs:
     lr: float | None = None
     seed: int = 0
     limit: int | None = None  # use at most this many examples per record kind
+    modality: str | None = None  # keep only conversations with an item of this modality (e.g. more stage 1 on video)
     smoke: bool = False  # a few steps on a few examples (what the tests run)
     threads: int = 2
 
@@ -50,6 +51,8 @@ def parse_args(stage: str, argv: Sequence[str] | None = None) -> StageArgs:
     ap.add_argument("--lr", type=float, default=None, help=f"default {plan.lr}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--modality", choices=("image", "audio", "video"), default=None,
+                    help="keep only conversations with an item of this modality")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args(argv)
@@ -75,6 +78,8 @@ def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, An
     rng = random.Random(args.seed)
     for kind in plan.data:
         convs = load_kind(args.data, "train", kind, general_chat=args.general_chat)
+        if args.modality:
+            convs = [c for c in convs if has_modality(c, args.modality)]
         convs = convs[:limit] if limit else convs
         conversations += mixed(convs, plan.repeats(kind), rng)
     prepared = prepare(conversations, model.builder, plan.max_len)
@@ -91,6 +96,12 @@ def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, An
                     seed=args.seed, save_every=max(1, min(50, steps // 4)))
     return train(model, dataclasses.replace(plan, steps=steps, batch_size=batch), prepared, collate, run,
                  stop_after=stop_after)
+
+
+def has_modality(messages: list[dict[str, Any]], modality: str) -> bool:
+    """Whether any message of a conversation holds an item (uploaded or produced) of `modality`."""
+    return any(isinstance(m["content"], list) and any(p.get("type") == modality for p in m["content"])
+               for m in messages)
 
 
 def mixed(items: list[Any], repeats: float, rng: random.Random) -> list[Any]:
