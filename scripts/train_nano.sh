@@ -18,4 +18,5 @@ $PY scripts/train_decoders.py --data "$DATA" --out "$OUT" --modality all
 $PY scripts/train_stage1.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage2.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage3.py --data "$DATA" --checkpoint "$OUT"
+$PY scripts/train_stage1.py --data "$DATA" --checkpoint "$OUT" --run-dir runs/stage1_video --modality video --steps 150 --lr 1e-3
 $PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT"
