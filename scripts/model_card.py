@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 from pathlib import Path
 
 
@@ -92,6 +94,40 @@ def projectors_section(runs: Path) -> list[str]:
     return lines
 
 
+def targets_section(eval_dir: Path) -> list[str]:
+    """The issue's targets against report.json (a joint accuracy the report lacks is bounded by its parts)."""
+    r = _json(eval_dir / "report.json")
+    if r is None:
+        return ["No report.json: targets not checked."]
+    cap, gen = r["captioning"]["rows"], r["generation"]["rows"]
+    rows = [
+        ("image -> text: colour+shape", cap["image"]["attributes"]["all"], 0.90, ""),
+        ("audio -> text: pitch+rhythm", cap["audio"]["attributes"]["all"], 0.90, "all three attributes (stricter)"),
+        ("video -> text: colour+shape+direction", cap["video"]["attributes"]["all"], 0.80, ""),
+        ("explicit requests: right modalities", min(gen[m]["switch_accuracy"] for m in ("image", "audio", "video")), 0.95,
+         "lowest of the three"),
+        ("text-only requests: no media", gen["text"]["switch_accuracy"], 1.0, ""),
+        ("generated image: colour+shape", gen["image"]["attributes"]["all"], 0.80, ""),
+        ("generated audio: pitch+rhythm", min(gen["audio"]["attributes"]["pitch"], gen["audio"]["attributes"]["rhythm"]),
+         0.80, f"at most the lower of pitch {gen['audio']['attributes']['pitch']:.1%} and rhythm "
+               f"{gen['audio']['attributes']['rhythm']:.1%}"),
+        ("generated video: direction", gen["video"]["attributes"]["direction"], 0.70, ""),
+        ("edits in a dialogue", r["editing"]["accuracy"], 0.70, ""),
+    ]
+    lines = [f"Against the targets (eval limit {r['meta'].get('config', {}).get('limit')}, test split):", "",
+             "| target | measured | goal | met | note |", "|---|---|---|---|---|"]
+    for name, value, goal, note in rows:
+        met = "yes" if value >= goal else "**no**"
+        lines.append(f"| {name} | {value:.1%} | {goal:.0%} | {met} | {note} |")
+    return lines
+
+
+def _relink(markdown: str, eval_dir: Path, card_dir: Path) -> str:
+    """The report's plots are next to it: point the card's image links at them."""
+    rel = os.path.relpath(eval_dir, card_dir)
+    return re.sub(r"!\[([^]]*)\]\(([^)/]+\.png)\)", lambda m: f"![{m[1]}]({rel}/{m[2]})", markdown)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=Path("checkpoints/nano"))
@@ -118,7 +154,8 @@ def main() -> None:
         "**Stages 1-3** (`runs/<stage>/summary.json`):", "", *stages_section(args.runs), "",
         *projectors_section(args.runs), "",
         "## Evaluation (`python -m nextgpt eval`, test split, through the public chat API)", "",
-        report.read_text().split("\n", 1)[1] if report.is_file() else "Not run.", "",
+        *targets_section(args.eval), "",
+        _relink(report.read_text().split("\n", 1)[1], args.eval, args.checkpoint) if report.is_file() else "Not run.", "",
     ]
     if args.notes and args.notes.is_file():
         parts += ["## Notes", "", args.notes.read_text()]
