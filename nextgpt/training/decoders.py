@@ -111,7 +111,7 @@ class Recipe:
 # What made checkpoints/nano (2 shared CPU cores, one thread per modality). The image unet got there in pieces:
 # a run resumed with a larger --steps keeps its first steps' data and noise and restarts the cosine tail there
 # (200 -> 1000 -> 1600 -> 2200). Audio and video epsilon unets (1700 / 1800 steps) stayed at chance level on
-# pitch/rhythm and direction: they learn v instead, from scratch (audio 700 -> 1500, video 800 -> 1600 -> 6000).
+# pitch/rhythm and direction: they learn v instead, from scratch (audio 700 -> 1500 -> 4000, video 800 -> 1600 -> 6000).
 RECIPES: dict[Modality, Recipe] = {
     Modality.IMAGE: Recipe(
         NANO_SIZES[Modality.IMAGE],
@@ -122,7 +122,7 @@ RECIPES: dict[Modality, Recipe] = {
         NANO_SIZES[Modality.AUDIO],
         {"vae": PartSettings(steps=400, batch_size=8, lr=1e-3, crop_frames=48),
          "vocoder": PartSettings(steps=700, batch_size=8, lr=2e-3),
-         "unet": PartSettings(steps=1500, batch_size=16, lr=5e-4, ema_decay=0.995, snr_gamma=5.0,
+         "unet": PartSettings(steps=4000, batch_size=16, lr=5e-4, ema_decay=0.995, snr_gamma=5.0,
                               prediction=NANO_PREDICTION[Modality.AUDIO])},
     ),
     Modality.VIDEO: Recipe(
