@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +16,26 @@ from nextgpt.config import EncoderConfig, LLMConfig, NextGPTConfig, ProjectorCon
 
 
 TINY_COND = 32
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_world(root: Path, splits: tuple[str, ...], n: int, n_dialogues: int) -> Path:
+    """A small world at `root`: `n` items per modality and `n_dialogues` dialogues in each split (seed 0)."""
+    from nextgpt.world.records import make_split
+
+    for split in splits:
+        make_split(root, split, n=n, seed=0, n_dialogues=n_dialogues, workers=2)
+    return root
+
+
+def run_nextgpt(*args: str, cwd: Path = ROOT, timeout: int = 900) -> tuple[dict, str]:
+    """`python -m nextgpt ...` in a new process, as a user runs it: must exit 0; returns its last JSON line
+    and its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "nextgpt", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
 def tiny_decoders(cfg: NextGPTConfig):

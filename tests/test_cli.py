@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import run_nextgpt
 from nextgpt.cli import main
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_main(capsys, *argv: str) -> tuple[int, dict]:
@@ -55,16 +50,10 @@ def test_memory_plan_json(capsys, tmp_path):
 
 def test_real_nano_answers_from_smollm2(tmp_path):
     """The bundled preset answers with the real SmolLM2 weights, as a user runs it."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "nextgpt", "generate", "--preset", "nano", "--prompt", "What is the capital of France?",
-         "--max-new-tokens", "24", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out, stderr = run_nextgpt("generate", "--preset", "nano", "--prompt", "What is the capital of France?",
+                              "--max-new-tokens", "24", "--out", str(tmp_path), cwd=tmp_path, timeout=300)
     assert "Paris" in out["text"]
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("argv", [["generate", "--preset", "gpt-9", "--prompt", "x"]])

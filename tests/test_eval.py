@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_world
 from nextgpt import cli
 from nextgpt.eval.bench import TARGETS, BenchConfig, benchmark, write_bench
 from nextgpt.eval.evaluate import TEXT_ONLY_REQUESTS, EvalConfig, evaluate, turn_kind
 from nextgpt.eval.metrics import attribute_accuracy, bleu4, caption_scores, frechet_distance, mean_cosine
 from nextgpt.eval.report import write_report
-from nextgpt.world.records import make_split
 from tests.conftest import tiny_decoders
 
 VIDEO_WORDS = ("video", "clip", "animate", "moving", "move ")
@@ -63,9 +63,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    make_split(root, "test", n=2, seed=0, n_dialogues=3, workers=2)
-    return root
+    return make_world(tmp_path_factory.mktemp("world"), ("test",), n=2, n_dialogues=3)
 
 
 # ---- metric helpers ---------------------------------------------------------------------------------

@@ -10,36 +10,21 @@ switching 100 %).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from nextgpt.world.records import make_split
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, timeout: int = 900) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run([sys.executable, "-m", "nextgpt", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+from conftest import make_world, run_nextgpt
 
 
 @pytest.fixture(scope="module")
 def test_world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("world")
-    make_split(root, "test", n=4, seed=0, n_dialogues=4, workers=2)
-    return root
+    return make_world(tmp_path_factory.mktemp("world"), ("test",), n=4, n_dialogues=4)
 
 
 def test_eval_limit_4_on_the_shipped_checkpoint(test_world, tmp_path):
     out = tmp_path / "eval"
-    result = run_cli("eval", "--preset", "nano", "--data", str(test_world), "--split", "test", "--limit", "4",
+    result, _ = run_nextgpt("eval", "--preset", "nano", "--data", str(test_world), "--split", "test", "--limit", "4",
                      "--no-meteor", "--out", str(out))
     for name in ("report.md", "report.json", "items.jsonl", "generation.png", "samples.png"):
         assert (out / name).is_file(), name
@@ -55,7 +40,7 @@ def test_eval_limit_4_on_the_shipped_checkpoint(test_world, tmp_path):
 
 def test_bench_quick_on_the_shipped_checkpoint(tmp_path):
     out = tmp_path / "bench"
-    result = run_cli("bench", "--preset", "nano", "--quick", "--skip-cold-start", "--out", str(out))
+    result, _ = run_nextgpt("bench", "--preset", "nano", "--quick", "--skip-cold-start", "--out", str(out))
     bench = json.loads((out / "bench.json").read_text())
     m = bench["measurements"]
     for key in ("first_token_s", "tokens_per_s", "image_s", "audio_s", "video_s", "any_to_any_s", "conversation_s",

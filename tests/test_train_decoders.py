@@ -11,10 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import make_world
 from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.decode import Decoders
 from nextgpt.training.decoders import DecoderTrainArgs, LogMel, run, stft_loss
-from nextgpt.world import make_split
 
 PARTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet", "vae_decoder")}
 COMPONENTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet")}
@@ -22,10 +22,7 @@ COMPONENTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "vi
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("world")
-    for split in ("train", "test"):
-        make_split(root, split, n=4, seed=0, n_dialogues=0, workers=2)
-    return root
+    return make_world(tmp_path_factory.mktemp("world"), ("train", "test"), n=4, n_dialogues=0)
 
 
 def _args(world: Path, tmp: Path, **kw) -> DecoderTrainArgs:

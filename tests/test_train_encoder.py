@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_world
 from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.encode import ENCODER_FILE, MediaEncoder
 from nextgpt.training.encoder import (METRICS_FILE, TimedCosine, binding_loss, embed_captions, from_pixels,
@@ -38,12 +39,7 @@ def _script():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    from nextgpt.world.records import make_split
-
-    root = tmp_path_factory.mktemp("world")
-    for split in ("train", "test"):
-        make_split(root, split, n=6, seed=0, n_dialogues=0, workers=2)
-    return root
+    return make_world(tmp_path_factory.mktemp("world"), ("train", "test"), n=6, n_dialogues=0)
 
 
 def test_caption_vocabulary_and_items(world):
