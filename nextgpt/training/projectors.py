@@ -141,6 +141,16 @@ def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str =
     return history
 
 
+def _state_inputs(checkpoint: Path) -> list[tuple[str, int, int]]:
+    """(file, size, mtime) of every checkpoint part the signal states depend on: the LoRA, the signal-token rows,
+    and the input projection (MosIT turns upload media). A change to any of them invalidates the cached states."""
+    from nextgpt.loading import INPUT_PROJECTION, LORA_DIR, TOKEN_ROWS
+
+    files = [checkpoint / INPUT_PROJECTION, checkpoint / TOKEN_ROWS]
+    files += sorted((checkpoint / LORA_DIR).glob("*")) if (checkpoint / LORA_DIR).is_dir() else []
+    return [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+
+
 def align_projectors(args: AlignArgs) -> dict[str, Any]:
     from nextgpt.loading import load_model, save_checkpoint
 
@@ -153,8 +163,7 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
     limit = 4 if args.smoke else args.limit
     args.run_dir.mkdir(parents=True, exist_ok=True)
     cache = args.run_dir / "states.pt"
-    key = {"checkpoint": str(args.checkpoint), "limit": limit, "max_len": args.max_len,
-           "llm": (args.checkpoint / "lora").stat().st_mtime if (args.checkpoint / "lora").exists() else None}
+    key = {"checkpoint": str(args.checkpoint), "limit": limit, "max_len": args.max_len, "inputs": _state_inputs(args.checkpoint)}
     cached = torch.load(cache, weights_only=False) if cache.is_file() and not args.smoke else None
     if cached is not None and cached.get("key") == key:
         train, val = cached["train"], cached["val"]
