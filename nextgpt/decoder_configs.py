@@ -15,6 +15,7 @@ are marked where guessed. Only modules are listed: schedulers and tokenizers hol
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -23,7 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
+# ModelMixin is imported for diffusers' loader: a pipeline component from a library of its own (here
+# UNet3DWithFramePositions) is loaded with the method of the base class that library exposes
+from diffusers import AutoencoderKL, ModelMixin, UNet2DConditionModel, UNet3DConditionModel  # noqa: F401
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import (
     BertModel,
@@ -216,6 +222,37 @@ def reference_decoder_components(spec: DecoderSpec) -> ComponentTable:
 
 
 # ---- the small decoders of the nano preset ----------------------------------------------------------
+MAX_FRAMES = 64  # longest clip a nano video UNet positions (DecoderSpec allows 2..64 frames)
+
+
+class UNet3DWithFramePositions(UNet3DConditionModel):
+    """The stock UNet3DConditionModel whose temporal attentions add sinusoidal frame positions to their inputs,
+    as diffusers' own AnimateDiff motion modules do (``positional_embeddings="sinusoidal"``).
+
+    The stock temporal attention has no positions, so it cannot tell a clip from the clip played backwards;
+    the nano video UNet without them learnt the axis of a motion but not its sign (a "moving right" request
+    gave left and right alike). Same config, same weights plus one fixed buffer per temporal block; the
+    pipeline finds the class through model_index.json (library ``nextgpt.decoder_configs``).
+    """
+
+    @functools.wraps(UNet3DConditionModel.__init__)  # diffusers reads the config fields off this signature
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for temporal in self.modules():
+            if isinstance(temporal, TransformerTemporalModel):
+                for block in temporal.transformer_blocks:
+                    add_frame_positions(block)
+
+
+def add_frame_positions(block: BasicTransformerBlock, max_frames: int = MAX_FRAMES) -> None:
+    """Give one temporal transformer block sinusoidal frame positions (added before each of its attentions)."""
+    block.positional_embeddings, block.num_positional_embeddings = "sinusoidal", max_frames
+    block.pos_embed = SinusoidalPositionalEmbedding(block.dim, max_seq_length=max_frames)
+    table = block.pos_embed.pe
+    del block.pos_embed.pe  # fixed values: kept out of the weights, so stock UNet3D weights load into this class
+    block.pos_embed.register_buffer("pe", table, persistent=False)
+
+
 @dataclass(frozen=True)
 class DecoderSizes:
     """Widths of one nano decoder (the shipped ones: `NANO_SIZES`)."""
@@ -303,7 +340,7 @@ def nano_decoder_components(
     down += ("DownBlock3D" if video else "DownBlock2D",)
     up = ("UpBlock3D" if video else "UpBlock2D",)
     up += ("CrossAttnUpBlock3D" if video else "CrossAttnUpBlock2D",) * (n - 1)
-    table["unet"] = (UNet3DConditionModel if video else UNet2DConditionModel, dict(
+    table["unet"] = (UNet3DWithFramePositions if video else UNet2DConditionModel, dict(
         sample_size=spec.height // factor,
         in_channels=4,
         out_channels=4,

@@ -36,6 +36,8 @@ def parse_args(argv: Sequence[str] | None = None) -> DecoderTrainArgs:
     ap.add_argument("--limit", type=int, default=None, help="use at most this many training items per modality")
     ap.add_argument("--eval-split", default=d.eval_split, help="split whose captions the evaluation uses")
     ap.add_argument("--smoke", action="store_true", help="tiny components, a few steps on a few items")
+    ap.add_argument("--from-checkpoint", action="store_true",
+                    help="train the part on from the component in --out instead of a fresh one (a new --run-dir)")
     a = ap.parse_args(argv)
     if a.steps is not None and a.steps < 1:
         ap.error("--steps must be >= 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,18 @@ def test_smoke_run_writes_every_part_fp16_and_the_metrics(world, tmp_path):
     assert decoders.generate("image", cond, num_inference_steps=2).shape == (1, 64, 64, 3)
     again = run(_args(world, tmp_path, modality="image", part="unet"))
     assert again["image/unet"]["steps"] == 4
+    # the video UNet is the frame-positioned subclass, and model_index.json names it so the stock pipeline finds it
+    index = json.loads((args.out / "decoders" / "video" / "model_index.json").read_text())
+    assert index["unet"] == ["nextgpt.decoder_configs", "UNet3DWithFramePositions"]
+    assert type(decoders.pipeline("video").unet).__name__ == "UNet3DWithFramePositions"
+
+    # --from-checkpoint trains on from the component in --out: with lr 0 the weights come back unchanged
+    before = load_file(next((args.out / "decoders" / "image" / "unet").glob("*.safetensors")))
+    on = replace(_args(world, tmp_path, modality="image", part="unet", from_checkpoint=True, lr=0.0),
+                 run_dir=tmp_path / "runs_on")
+    assert run(on)["image/unet"]["steps"] == 4
+    after = load_file(next((args.out / "decoders" / "image" / "unet").glob("*.safetensors")))
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(world, tmp_path):

@@ -112,9 +112,11 @@ def test_projector_alignment_learns_on_cached_signal_states(tiny_model):
     candidates = dict(zip(states.captions, states.targets))
     before = measure(projector, states, candidates)
     fit(projector, states, AlignArgs(steps=400, batch_size=4, lr=1e-2, weight_decay=0.0))
-    after = measure(projector, states, candidates)
+    after = measure(projector, states, candidates, Modality.IMAGE)
     assert after["mse"] < before["mse"] / 4
     assert after["nearest_caption_accuracy"] == 1.0 and after["n"] == 4 and after["candidates"] == 4
+    # per word: the four captions differ in colour only
+    assert after["nearest_colour_accuracy"] == after["nearest_shape_accuracy"] == 1.0
 
 
 def test_stage_mix_repeats_small_kinds_and_subsamples_large_ones():

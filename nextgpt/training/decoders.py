@@ -166,6 +166,7 @@ class DecoderTrainArgs:
     limit: int | None = None  # use at most this many training items per modality
     smoke: bool = False  # tiny components, a few steps, a few items (what the tests run)
     eval_split: str = "test"
+    from_checkpoint: bool = False  # start the part from the checkpoint's component instead of a fresh one
 
 
 # ---- log-mel spectrograms ---------------------------------------------------------------------------
@@ -303,6 +304,19 @@ def save_component(module: nn.Module, folder: Path) -> None:
         folder.rename(old)
     tmp.rename(folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def register_class(folder: Path, component: str, module: nn.Module) -> None:
+    """Point the pipeline's model_index.json at the class a component was trained as (as diffusers writes it:
+    the top-level library for diffusers / transformers classes, the defining module for any other)."""
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    library = type(module).__module__
+    if library.split(".")[0] in ("diffusers", "transformers"):
+        library = library.split(".")[0]
+    if index.get(component) != [library, type(module).__name__]:
+        index[component] = [library, type(module).__name__]
+        write_json(index_path, index)
 
 
 def _digest(folder: Path) -> str:
@@ -682,7 +696,7 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
     limit = SMOKE_LIMIT if args.smoke and args.limit is None else args.limit
     media = load_media(args.data, modality, run_dir / "media.pt", limit=limit)
     decoders, pipe = load_pipeline(cfg, args.out, modality)
-    if part != "vae_decoder":  # every other part starts from scratch
+    if part != "vae_decoder" and not args.from_checkpoint:  # every other part starts from scratch by default
         setattr(pipe, part, fresh_component(cfg.decoder(modality), sizes, part, args.seed))
     if part in ("vae", "vae_decoder"):
         module, summary = train_vae(pipe, media, settings, part_dir, seed=args.seed,
@@ -698,6 +712,7 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
             pipe.scheduler.save_pretrained(folder / "scheduler")
     if "stopped_at" not in summary:
         save_component(module, folder / component)
+        register_class(folder, component, module)
         log.info("%s %s: written to %s (%s)", modality.value, part, folder / component, summary["final"])
     return summary
 
