@@ -78,20 +78,31 @@ def stages_section(runs: Path) -> list[str]:
 
 
 def projectors_section(runs: Path) -> list[str]:
-    m = _json(runs / "projectors" / "summary.json")
-    if m is None:
+    """Every alignment run, in the order they ran (runs/projectors, then runs/projectors_<modality>)."""
+    found = sorted(runs.glob("projectors*/summary.json"), key=lambda p: (p.parent.name != "projectors", p.stat().st_mtime))
+    if not found:
         return ["Output projector alignment (`scripts/align_projectors.py`): not run."]
-    lines = [f"**Output projector alignment** (`scripts/align_projectors.py`, on cached signal states of the final "
-             f"LLM, {m['args']['steps']} steps per modality, {m['seconds'] / 60:.1f} min). Val split: MSE to the "
-             "decoder's caption encoding, and how often the nearest caption encoding is the asked-for one:", "",
-             "| modality | train blocks | val blocks | MSE before -> after | nearest caption before -> after |",
-             "|---|---|---|---|---|"]
-    for mod, d in m["modalities"].items():
-        b, a = d["before"], d["after"]
-        lines.append(f"| {mod} | {d['train_blocks']} | {a['n']} | {b['mse']:.4f} -> {a['mse']:.4f} | "
-                     f"{b['nearest_caption_accuracy']:.2f} -> {a['nearest_caption_accuracy']:.2f} "
-                     f"(of {a['candidates']} captions) |")
-    return lines
+    lines = []
+    for path in found:
+        m = _json(path)
+        a = m["args"]
+        which = "every modality" if a.get("modality", "all") == "all" else f"{a['modality']} only, again"
+        limit = "every record" if a.get("limit") in ("0", "None") else f"at most {a.get('limit')} records per kind"
+        lines += [f"**Output projector alignment, {which}** (`scripts/align_projectors.py`, on cached signal states "
+                  f"of the final LLM, {a['steps']} steps per modality, {limit}, examples cut at {a['max_len']} "
+                  f"tokens, {m['seconds'] / 60:.1f} min). Val split: MSE to the decoder's caption encoding, and how "
+                  "often the nearest caption encoding is the asked-for one (all words; then each word):", "",
+                  "| modality | train blocks | val blocks | MSE before -> after | nearest caption before -> after | "
+                  "per word after |", "|---|---|---|---|---|---|"]
+        for mod, d in m["modalities"].items():
+            b, a = d["before"], d["after"]
+            words = ", ".join(f"{k.removeprefix('nearest_').removesuffix('_accuracy')} {v:.2f}" for k, v in a.items()
+                              if k.startswith("nearest_") and k != "nearest_caption_accuracy") or "-"
+            lines.append(f"| {mod} | {d['train_blocks']} | {a['n']} | {b['mse']:.4f} -> {a['mse']:.4f} | "
+                         f"{b['nearest_caption_accuracy']:.2f} -> {a['nearest_caption_accuracy']:.2f} "
+                         f"(of {a['candidates']} captions) | {words} |")
+        lines.append("")
+    return lines[:-1]
 
 
 def targets_section(eval_dir: Path) -> list[str]:

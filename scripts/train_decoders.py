@@ -16,7 +16,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from nextgpt.training.decoders import PARTS, DecoderTrainArgs, run  # noqa: E402
+from nextgpt.training.decoders import PARTS, DecoderTrainArgs, parse_settings, run  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> DecoderTrainArgs:
@@ -36,12 +36,18 @@ def parse_args(argv: Sequence[str] | None = None) -> DecoderTrainArgs:
     ap.add_argument("--limit", type=int, default=None, help="use at most this many training items per modality")
     ap.add_argument("--eval-split", default=d.eval_split, help="split whose captions the evaluation uses")
     ap.add_argument("--smoke", action="store_true", help="tiny components, a few steps on a few items")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override one PartSettings field of the chosen part(s), e.g. --set snr_gamma=0")
     ap.add_argument("--from-checkpoint", action="store_true",
                     help="train the part on from the component in --out instead of a fresh one (a new --run-dir)")
     a = ap.parse_args(argv)
     if a.steps is not None and a.steps < 1:
         ap.error("--steps must be >= 1")
-    return DecoderTrainArgs(**vars(a))
+    try:
+        parse_settings(a.settings)
+    except ValueError as err:
+        ap.error(str(err))
+    return DecoderTrainArgs(**{**vars(a), "settings": tuple(a.settings)})
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -118,3 +118,14 @@ def test_script_parses_and_validates(monkeypatch):
     with pytest.raises(SystemExit):
         script.parse_args(["--part", "decoder"])
     assert Modality(args.modality) == Modality.AUDIO
+    on = script.parse_args(["--modality", "audio", "--part", "unet", "--from-checkpoint",
+                            "--set", "snr_gamma=0", "--set", "high_noise_fraction=0.5"])
+    assert on.from_checkpoint and on.settings == ("snr_gamma=0", "high_noise_fraction=0.5")
+    from nextgpt.training.decoders import RECIPES, _settings
+
+    settings = _settings(on, RECIPES[Modality.AUDIO], "unet")
+    assert (settings.snr_gamma, settings.high_noise_fraction) == (0.0, 0.5)
+    assert settings.prediction == RECIPES[Modality.AUDIO].parts["unet"].prediction  # the rest is the recipe's
+    for bad in (["--set", "snr=0"], ["--set", "steps=many"], ["--set", "lr"]):
+        with pytest.raises(SystemExit):
+            script.parse_args(bad)

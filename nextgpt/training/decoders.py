@@ -167,6 +167,7 @@ class DecoderTrainArgs:
     smoke: bool = False  # tiny components, a few steps, a few items (what the tests run)
     eval_split: str = "test"
     from_checkpoint: bool = False  # start the part from the checkpoint's component instead of a fresh one
+    settings: tuple[str, ...] = ()  # "field=value" overrides of the part's PartSettings, e.g. "snr_gamma=0"
 
 
 # ---- log-mel spectrograms ---------------------------------------------------------------------------
@@ -666,7 +667,22 @@ def _settings(args: DecoderTrainArgs, recipe: Recipe, part: str) -> PartSettings
                        snr_gamma=base.snr_gamma)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
-    return replace(base, **overrides)
+    return replace(base, **overrides, **parse_settings(args.settings))
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
+    """["snr_gamma=0", "prediction=epsilon"] -> typed PartSettings overrides; a clear error for anything else."""
+    fields = {name: type(value) for name, value in asdict(SMOKE_SETTINGS).items()}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(f"bad setting {pair!r}: expected field=value with a field among {sorted(fields)}")
+        try:
+            out[name] = fields[name](value)
+        except ValueError as err:
+            raise ValueError(f"bad setting {pair!r}: {name} takes a {fields[name].__name__}") from err
+    return out
 
 
 def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, part: str,
