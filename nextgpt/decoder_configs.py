@@ -28,6 +28,7 @@ import torch
 # UNet3DWithFramePositions) is loaded with the method of the base class that library exposes
 from diffusers import AutoencoderKL, ModelMixin, UNet2DConditionModel, UNet3DConditionModel  # noqa: F401
 from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
@@ -226,13 +227,20 @@ MAX_FRAMES = 64  # longest clip a nano video UNet positions (DecoderSpec allows 
 
 
 class UNet3DWithFramePositions(UNet3DConditionModel):
-    """The stock UNet3DConditionModel whose temporal attentions add sinusoidal frame positions to their inputs,
-    as diffusers' own AnimateDiff motion modules do (``positional_embeddings="sinusoidal"``).
+    """The stock UNet3DConditionModel, told which frame is which, in two ways:
 
-    The stock temporal attention has no positions, so it cannot tell a clip from the clip played backwards;
-    the nano video UNet without them learnt the axis of a motion but not its sign (a "moving right" request
-    gave left and right alike). Same config, same weights plus one fixed buffer per temporal block; the
-    pipeline finds the class through model_index.json (library ``nextgpt.decoder_configs``).
+    - its temporal attentions add sinusoidal frame positions to their inputs, as diffusers' own AnimateDiff
+      motion modules do (``positional_embeddings="sinusoidal"``; fixed values, not in the weights);
+    - a learnt frame embedding (``frame_embedding``, zeros at first: the stock function) is added to the time
+      embedding each resnet reads, so every layer - the caption's cross-attention included - knows the frame.
+
+    The stock UNet3D knows a frame's place only from the zero padding of its temporal convolutions. The nano video
+    UNet trained that way learnt the axis of a motion but not its sign: its output changed by ~1 % between "moving
+    left" and "moving right" (by ~70 % between "left" and "up") and it was nearly symmetric under playing the clip
+    backwards, so a "moving right" request gave left and right alike. The sign needs the caption and the frame
+    index in one place. Same config as the stock class; the pipeline finds this class through model_index.json
+    (library ``nextgpt.decoder_configs``). Stock UNet3D weights load into it with ``load_state_dict(...,
+    strict=False)``, the frame embedding the one key missing (zeros: the stock function).
     """
 
     @functools.wraps(UNet3DConditionModel.__init__)  # diffusers reads the config fields off this signature
@@ -242,6 +250,21 @@ class UNet3DWithFramePositions(UNet3DConditionModel):
             if isinstance(temporal, TransformerTemporalModel):
                 for block in temporal.transformer_blocks:
                     add_frame_positions(block)
+        width = self.time_embedding.linear_2.out_features
+        self.frame_embedding = torch.nn.Parameter(torch.zeros(MAX_FRAMES, width))
+        self._frames = 1
+        for module in self.modules():
+            if isinstance(module, ResnetBlock2D) and module.time_emb_proj is not None:
+                module.time_emb_proj.register_forward_pre_hook(self._add_frame_embedding)
+
+    def forward(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        self._frames = sample.shape[2]  # (B, C, F, H, W); the resnets see B * F items, frame-minor
+        return super().forward(sample, *args, **kwargs)
+
+    def _add_frame_embedding(self, _module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        temb = args[0]  # (B * F, width), after the resnet's nonlinearity
+        frame = torch.arange(temb.shape[0], device=temb.device) % self._frames
+        return (temb + self.frame_embedding[frame].to(temb.dtype), *args[1:])
 
 
 def add_frame_positions(block: BasicTransformerBlock, max_frames: int = MAX_FRAMES) -> None:

@@ -19,4 +19,11 @@ $PY scripts/train_stage1.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage2.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage3.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage1.py --data "$DATA" --checkpoint "$OUT" --run-dir runs/stage1_video --modality video --steps 150 --lr 1e-3
-$PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT"
+$PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT" --max-len 128
+# session 3: the audio UNet trained on with uniform v-loss weights and half its batches from the noisier half of
+# the timesteps (with Min-SNR weights those steps, where the caption sets the pitch, counted ~1/20); the video
+# projector aligned again on every video record (the first run saw the first 2000 records of each kind: images)
+$PY scripts/train_decoders.py --data "$DATA" --out "$OUT" --modality audio --part unet --run-dir runs/decoders_audio_more \
+    --from-checkpoint --steps 3000 --lr 3e-4 --set snr_gamma=0 --set high_noise_fraction=0.5
+$PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT" --modality video --limit 0 --steps 4000 \
+    --run-dir runs/projectors_video

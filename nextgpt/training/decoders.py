@@ -112,6 +112,9 @@ class Recipe:
 # a run resumed with a larger --steps keeps its first steps' data and noise and restarts the cosine tail there
 # (200 -> 1000 -> 1600 -> 2200). Audio and video epsilon unets (1700 / 1800 steps) stayed at chance level on
 # pitch/rhythm and direction: they learn v instead, from scratch (audio 700 -> 1500 -> 4000, video 800 -> 1600 -> 6000).
+# Then the audio UNet trained on for 3000 steps (scripts/train_nano.sh: --from-checkpoint --set snr_gamma=0 --set
+# high_noise_fraction=0.5): Min-SNR weights for v, min(SNR, 5) / (SNR + 1), give the timesteps where the caption
+# decides the pitch (SNR ~0.01-0.1) ~1/20 of the weight, and the UNet had learnt to read the pitch off the noise.
 RECIPES: dict[Modality, Recipe] = {
     Modality.IMAGE: Recipe(
         NANO_SIZES[Modality.IMAGE],
