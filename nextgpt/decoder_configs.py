@@ -231,16 +231,18 @@ class UNet3DWithFramePositions(UNet3DConditionModel):
 
     - its temporal attentions add sinusoidal frame positions to their inputs, as diffusers' own AnimateDiff
       motion modules do (``positional_embeddings="sinusoidal"``; fixed values, not in the weights);
-    - a learnt frame embedding (``frame_embedding``, zeros at first: the stock function) is added to the time
-      embedding each resnet reads, so every layer - the caption's cross-attention included - knows the frame.
+    - a learnt frame embedding (``frame_embedding``, sinusoidal at first) is added to the time embedding each
+      resnet reads, so every layer - the caption's cross-attention included - knows the frame.
 
     The stock UNet3D knows a frame's place only from the zero padding of its temporal convolutions. The nano video
     UNet trained that way learnt the axis of a motion but not its sign: its output changed by ~1 % between "moving
     left" and "moving right" (by ~70 % between "left" and "up") and it was nearly symmetric under playing the clip
     backwards, so a "moving right" request gave left and right alike. The sign needs the caption and the frame
-    index in one place. Same config as the stock class; the pipeline finds this class through model_index.json
-    (library ``nextgpt.decoder_configs``). Stock UNet3D weights load into it with ``load_state_dict(...,
-    strict=False)``, the frame embedding the one key missing (zeros: the stock function).
+    index in one place, and a product of two things that both start at zero gets no gradient: hence the frame
+    embedding starts sinusoidal, not at zero (zero-initialised it stayed blind for 1200 steps). Same config as
+    the stock class; the pipeline finds this class through model_index.json (library ``nextgpt.decoder_configs``).
+    Stock UNet3D weights load into it with ``load_state_dict(..., strict=False)``, the frame embedding the one
+    key missing.
     """
 
     @functools.wraps(UNet3DConditionModel.__init__)  # diffusers reads the config fields off this signature
@@ -251,7 +253,7 @@ class UNet3DWithFramePositions(UNet3DConditionModel):
                 for block in temporal.transformer_blocks:
                     add_frame_positions(block)
         width = self.time_embedding.linear_2.out_features
-        self.frame_embedding = torch.nn.Parameter(torch.zeros(MAX_FRAMES, width))
+        self.frame_embedding = torch.nn.Parameter(SinusoidalPositionalEmbedding(width, MAX_FRAMES).pe[0].clone())
         self._frames = 1
         for module in self.modules():
             if isinstance(module, ResnetBlock2D) and module.time_emb_proj is not None:

@@ -70,6 +70,8 @@ def test_smoke_run_writes_every_part_fp16_and_the_metrics(world, tmp_path):
     assert run(on)["image/unet"]["steps"] == 4
     after = load_file(next((args.out / "decoders" / "image" / "unet").glob("*.safetensors")))
     assert all(torch.equal(before[k], after[k]) for k in before)
+    # a component loaded from a folder does not write that folder's path into the shipped config
+    assert "_name_or_path" not in json.loads((args.out / "decoders" / "image" / "unet" / "config.json").read_text())
 
 
 def test_interrupted_run_resumes_to_the_same_weights(world, tmp_path):

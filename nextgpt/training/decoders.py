@@ -302,6 +302,10 @@ def save_component(module: nn.Module, folder: Path) -> None:
     tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     copy.deepcopy(module).to(torch.float16).save_pretrained(tmp, safe_serialization=True)
+    config_path = tmp / "config.json"  # a component loaded from a folder remembers it: not for a shipped config
+    config = json.loads(config_path.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     old = folder.with_name(folder.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
