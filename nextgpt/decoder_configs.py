@@ -15,7 +15,6 @@ are marked where guessed. Only modules are listed: schedulers and tokenizers hol
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import math
@@ -24,13 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-# ModelMixin is imported for diffusers' loader: a pipeline component from a library of its own (here
-# UNet3DWithFramePositions) is loaded with the method of the base class that library exposes
-from diffusers import AutoencoderKL, ModelMixin, UNet2DConditionModel, UNet3DConditionModel  # noqa: F401
-from diffusers.models.attention import BasicTransformerBlock
-from diffusers.models.resnet import ResnetBlock2D
-from diffusers.models.embeddings import SinusoidalPositionalEmbedding
-from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
+from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import (
     BertModel,
@@ -223,61 +216,6 @@ def reference_decoder_components(spec: DecoderSpec) -> ComponentTable:
 
 
 # ---- the small decoders of the nano preset ----------------------------------------------------------
-MAX_FRAMES = 64  # longest clip a nano video UNet positions (DecoderSpec allows 2..64 frames)
-
-
-class UNet3DWithFramePositions(UNet3DConditionModel):
-    """The stock UNet3DConditionModel, told which frame is which, in two ways:
-
-    - its temporal attentions add sinusoidal frame positions to their inputs, as diffusers' own AnimateDiff
-      motion modules do (``positional_embeddings="sinusoidal"``; fixed values, not in the weights);
-    - a learnt frame embedding (``frame_embedding``, sinusoidal at first) is added to the time embedding each
-      resnet reads, so every layer - the caption's cross-attention included - knows the frame.
-
-    The stock UNet3D knows a frame's place only from the zero padding of its temporal convolutions. The nano video
-    UNet trained that way learnt the axis of a motion but not its sign: its output changed by ~1 % between "moving
-    left" and "moving right" (by ~70 % between "left" and "up") and it was nearly symmetric under playing the clip
-    backwards, so a "moving right" request gave left and right alike. The sign needs the caption and the frame
-    index in one place, and a product of two things that both start at zero gets no gradient: hence the frame
-    embedding starts sinusoidal, not at zero (zero-initialised it stayed blind for 1200 steps). Same config as
-    the stock class; the pipeline finds this class through model_index.json (library ``nextgpt.decoder_configs``).
-    Stock UNet3D weights load into it with ``load_state_dict(..., strict=False)``, the frame embedding the one
-    key missing.
-    """
-
-    @functools.wraps(UNet3DConditionModel.__init__)  # diffusers reads the config fields off this signature
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for temporal in self.modules():
-            if isinstance(temporal, TransformerTemporalModel):
-                for block in temporal.transformer_blocks:
-                    add_frame_positions(block)
-        width = self.time_embedding.linear_2.out_features
-        self.frame_embedding = torch.nn.Parameter(SinusoidalPositionalEmbedding(width, MAX_FRAMES).pe[0].clone())
-        self._frames = 1
-        for module in self.modules():
-            if isinstance(module, ResnetBlock2D) and module.time_emb_proj is not None:
-                module.time_emb_proj.register_forward_pre_hook(self._add_frame_embedding)
-
-    def forward(self, sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        self._frames = sample.shape[2]  # (B, C, F, H, W); the resnets see B * F items, frame-minor
-        return super().forward(sample, *args, **kwargs)
-
-    def _add_frame_embedding(self, _module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        temb = args[0]  # (B * F, width), after the resnet's nonlinearity
-        frame = torch.arange(temb.shape[0], device=temb.device) % self._frames
-        return (temb + self.frame_embedding[frame].to(temb.dtype), *args[1:])
-
-
-def add_frame_positions(block: BasicTransformerBlock, max_frames: int = MAX_FRAMES) -> None:
-    """Give one temporal transformer block sinusoidal frame positions (added before each of its attentions)."""
-    block.positional_embeddings, block.num_positional_embeddings = "sinusoidal", max_frames
-    block.pos_embed = SinusoidalPositionalEmbedding(block.dim, max_seq_length=max_frames)
-    table = block.pos_embed.pe
-    del block.pos_embed.pe  # fixed values: kept out of the weights, so stock UNet3D weights load into this class
-    block.pos_embed.register_buffer("pe", table, persistent=False)
-
-
 @dataclass(frozen=True)
 class DecoderSizes:
     """Widths of one nano decoder (the shipped ones: `NANO_SIZES`)."""
@@ -365,7 +303,7 @@ def nano_decoder_components(
     down += ("DownBlock3D" if video else "DownBlock2D",)
     up = ("UpBlock3D" if video else "UpBlock2D",)
     up += ("CrossAttnUpBlock3D" if video else "CrossAttnUpBlock2D",) * (n - 1)
-    table["unet"] = (UNet3DWithFramePositions if video else UNet2DConditionModel, dict(
+    table["unet"] = (UNet3DConditionModel if video else UNet2DConditionModel, dict(
         sample_size=spec.height // factor,
         in_channels=4,
         out_channels=4,

@@ -37,7 +37,7 @@ def encoder_section(ckpt: Path) -> list[str]:
     return lines
 
 
-def decoder_section(ckpt: Path) -> list[str]:
+def decoder_section(ckpt: Path, runs: Path) -> list[str]:
     m = _json(ckpt / "decoders" / "metrics.json")
     if m is None:
         return ["Decoders: no metrics.json (not trained)."]
@@ -52,7 +52,19 @@ def decoder_section(ckpt: Path) -> list[str]:
         acc = ", ".join(f"{k.removeprefix('accuracy_')} {v:.2f}" for k, v in d.items() if k.startswith("accuracy_"))
         lines.append(f"| {mod} | {d.get('samples')} | {acc} | {d.get('latency_s_per_call_median', 0):.2f} | "
                      f"{d.get('num_inference_steps')} / {d.get('guidance_scale')} |")
-    return lines
+    return lines + continuations_section(runs)
+
+
+def continuations_section(runs: Path) -> list[str]:
+    """Decoder parts trained on from the checkpoint after the recipe's run (runs/decoders_*/<modality>/<part>)."""
+    lines = []
+    for summary in sorted(runs.glob("decoders_*/*/*/summary.json")):
+        s, settings = _json(summary), _json(summary.parent / "settings.json") or {}
+        shown = ", ".join(f"{k} {settings[k]}" for k in ("lr", "batch_size", "snr_gamma", "high_noise_fraction",
+                                                          "prediction") if k in settings)
+        lines.append(f"- {summary.parent.parent.name} {s['part']}: {s['steps']} more steps from the checkpoint "
+                     f"(`{summary.parent.parent.parent.name}`; {shown}), {s['seconds_this_run'] / 60:.1f} min")
+    return ["", "Trained on afterwards (the table measures the result):", "", *lines] if lines else []
 
 
 # run folders under runs/, in the order they ran, and how the card names them
@@ -161,7 +173,7 @@ def main() -> None:
         "X-caption pairs, caption-only generation records, T2M instructions and MosIT dialogues (2-5 turns with "
         "edits), in the official record formats; the test split uses held-out seeds. Stage 3 also mixes in "
         f"`assets/training/general_chat.json` (the base model's own answers to {general} general questions).", "",
-        "## Training", "", *encoder_section(args.checkpoint), "", *decoder_section(args.checkpoint), "",
+        "## Training", "", *encoder_section(args.checkpoint), "", *decoder_section(args.checkpoint, args.runs), "",
         "**Stages 1-3** (`runs/<stage>/summary.json`):", "", *stages_section(args.runs), "",
         *projectors_section(args.runs), "",
         "## Evaluation (`python -m nextgpt eval`, test split, through the public chat API)", "",

@@ -197,39 +197,6 @@ def test_nano_pipelines_match_the_preset():
     assert decoders.encode_captions("image", ["a red circle"]).shape == (1, 16, 384)
 
 
-def test_video_unet_adds_frame_positions_to_stock_weights():
-    """UNet3DWithFramePositions is the stock UNet3D plus frame positions and a frame embedding: stock weights load
-    into it with only the embedding missing, and both change what it predicts."""
-    from diffusers import UNet3DConditionModel
-
-    from nextgpt.decoder_configs import MAX_FRAMES, UNet3DWithFramePositions
-
-    config = dict(block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                  up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), layers_per_block=1, attention_head_dim=2,
-                  cross_attention_dim=12, norm_num_groups=4, sample_size=8)
-    torch.manual_seed(0)
-    stock = UNet3DConditionModel(**config).eval()
-    positioned = UNet3DWithFramePositions(**config).eval()
-    assert positioned.config.block_out_channels == (8, 16)  # the config is the stock one, field for field
-    loaded = positioned.load_state_dict(stock.state_dict(), strict=False)
-    assert (loaded.missing_keys, loaded.unexpected_keys) == (["frame_embedding"], [])
-    assert positioned.frame_embedding[1:].abs().sum(1).min() > 0  # sinusoidal at first: every frame differs
-    blocks = [m for m in positioned.modules() if getattr(m, "pos_embed", None) is not None]
-    assert blocks and all(b.pos_embed.pe.shape[1] == MAX_FRAMES for b in blocks)
-    sample, cond = torch.randn(1, 4, 6, 8, 8), torch.randn(1, 3, 12)
-    for module in positioned.modules():  # untrained temporal blocks end in zeros: give them an output
-        if type(module).__name__ == "TransformerTemporalModel":
-            torch.nn.init.normal_(module.proj_out.weight, std=0.5)
-    stock.load_state_dict(positioned.state_dict(), strict=False)
-    with torch.no_grad():
-        a = stock(sample, 10, encoder_hidden_states=cond).sample
-        b = positioned(sample, 10, encoder_hidden_states=cond).sample
-        positioned.frame_embedding.normal_()
-        c = positioned(sample, 10, encoder_hidden_states=cond).sample
-    assert not torch.allclose(a, b, atol=1e-4)  # the sinusoidal positions
-    assert not torch.allclose(b, c, atol=1e-4)  # the frame embedding
-
-
 def test_reference_architectures_parameter_counts():
     cfg = NextGPTConfig.from_name("nextgpt-7b")
     sd = count_parameters(reference_decoder_components(cfg.decoder("image")))
