@@ -194,9 +194,12 @@ def test_save_load_round_trip(encoder, tmp_path):
     path = encoder.save(tmp_path)
     assert path.name == ENCODER_FILE and not list(tmp_path.glob("*.pt*"))
     loaded = MediaEncoder.load(tmp_path, TINY)
+    saved, back = encoder.model.state_dict(), loaded.model.state_dict()
+    assert saved.keys() == back.keys() and all(torch.equal(saved[k], back[k]) for k in saved)  # bit for bit
+    # the same weights may take another kernel path (memory layout): outputs agree to float rounding
     for modality, item in ITEMS.items():
-        assert torch.equal(encoder.encode(modality, [item]), loaded.encode(modality, [item]))
-    assert torch.equal(encoder.encode_text(["hi"]), loaded.encode_text(["hi"]))
+        torch.testing.assert_close(encoder.encode(modality, [item]), loaded.encode(modality, [item]))
+    torch.testing.assert_close(encoder.encode_text(["hi"]), loaded.encode_text(["hi"]))
 
 
 def test_bad_checkpoint_names_file_and_key(encoder, tmp_path):
@@ -231,10 +234,10 @@ def test_load_official_imagebind_converts_once(encoder, tmp_path):
     torch.save(state, pth)
     loaded = load_official_imagebind(pth, TINY, tmp_path / "encoder")
     assert (tmp_path / "encoder" / ENCODER_FILE).is_file()
-    assert torch.equal(loaded.encode(Modality.IMAGE, [IMAGE]), encoder.encode(Modality.IMAGE, [IMAGE]))
+    torch.testing.assert_close(loaded.encode(Modality.IMAGE, [IMAGE]), encoder.encode(Modality.IMAGE, [IMAGE]))
     pth.unlink()  # the second call uses the converted file only
     again = load_official_imagebind(pth, TINY, tmp_path / "encoder")
-    assert torch.equal(again.encode(Modality.AUDIO, [AUDIO]), encoder.encode(Modality.AUDIO, [AUDIO]))
+    torch.testing.assert_close(again.encode(Modality.AUDIO, [AUDIO]), encoder.encode(Modality.AUDIO, [AUDIO]))
 
 
 def test_load_official_imagebind_rejects_other_architecture(tmp_path):

@@ -335,7 +335,9 @@ def test_typed_markers_never_trigger_decoders_or_move_media(model, media_files, 
     user = [{"type": "text", "text": typed}] + ([image] if with_image else []) + [{"type": "text", "text": typed}]
     messages = [{"role": "user", "content": typed}, {"role": "assistant", "content": typed},
                 {"role": "user", "content": user}]
-    prompt = model.builder.build(messages, max_prompt_tokens=400)
+    # a budget no example reaches (12 chunks of 4-byte characters, typed four times): trimming is tested elsewhere
+    prompt = model.builder.build(messages, max_prompt_tokens=4000)
+    assert not prompt.notices
     b = model.builder
     # media: exactly the one real image, in its own <Img> [slot] </Img> group
     assert len(prompt.media) == int(with_image)
