@@ -190,12 +190,17 @@ def test_huge_builds_on_meta_with_plausible_sizes():
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------
+def assert_same_weights(a: MediaEncoder, b: MediaEncoder) -> None:
+    """The two encoders hold the same tensors, bit for bit."""
+    first, second = a.model.state_dict(), b.model.state_dict()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_save_load_round_trip(encoder, tmp_path):
     path = encoder.save(tmp_path)
     assert path.name == ENCODER_FILE and not list(tmp_path.glob("*.pt*"))
     loaded = MediaEncoder.load(tmp_path, TINY)
-    saved, back = encoder.model.state_dict(), loaded.model.state_dict()
-    assert saved.keys() == back.keys() and all(torch.equal(saved[k], back[k]) for k in saved)  # bit for bit
+    assert_same_weights(encoder, loaded)
     # the same weights may take another kernel path (memory layout): outputs agree to float rounding
     for modality, item in ITEMS.items():
         torch.testing.assert_close(encoder.encode(modality, [item]), loaded.encode(modality, [item]))
@@ -234,9 +239,11 @@ def test_load_official_imagebind_converts_once(encoder, tmp_path):
     torch.save(state, pth)
     loaded = load_official_imagebind(pth, TINY, tmp_path / "encoder")
     assert (tmp_path / "encoder" / ENCODER_FILE).is_file()
+    assert_same_weights(loaded, encoder)  # the dropped towers' keys are gone, every kept tensor is exact
     torch.testing.assert_close(loaded.encode(Modality.IMAGE, [IMAGE]), encoder.encode(Modality.IMAGE, [IMAGE]))
     pth.unlink()  # the second call uses the converted file only
     again = load_official_imagebind(pth, TINY, tmp_path / "encoder")
+    assert_same_weights(again, encoder)
     torch.testing.assert_close(again.encode(Modality.AUDIO, [AUDIO]), encoder.encode(Modality.AUDIO, [AUDIO]))
 
 
