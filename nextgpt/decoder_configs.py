@@ -15,6 +15,7 @@ are marked where guessed. Only modules are listed: schedulers and tokenizers hol
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
+from diffusers import AutoencoderKL, ModelMixin, UNet2DConditionModel, UNet3DConditionModel  # noqa: F401 (ModelMixin:
+# diffusers' loader looks a custom component's base class up in the module model_index.json names)
+from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import (
     BertModel,
@@ -235,6 +238,63 @@ NANO_SIZES: dict[Modality, DecoderSizes] = {
 }
 NANO_PREDICTION: dict[Modality, str] = {Modality.IMAGE: "epsilon", Modality.AUDIO: "v_prediction",
                                         Modality.VIDEO: "v_prediction"}
+
+
+MAX_FRAMES = 32  # frame embeddings of UNet3DFramePositions (the world's clips have 8-16 frames)
+
+
+class UNet3DFramePositions(UNet3DConditionModel):
+    """UNet3DConditionModel whose temporal transformers know which frame is which.
+
+    The stock UNet3D has no frame positions: its spatial layers see frames as a batch, its temporal attentions
+    are equivariant to reordering them, and only the zero padding of its temporal convolutions marks the ends of
+    a clip. At pure noise it then cannot put the shape at the left in the first frame and at the right in the
+    last, so "moving left" and "moving right" give the same prediction (the nano video UNet's measured flaw).
+    Here each temporal transformer (and `transformer_in`) adds a learnt per-frame vector to its input; the
+    vectors start at zero, so a converted stock UNet (`from_stock`) computes exactly what it did. Same config
+    keys as UNet3DConditionModel; diffusers loads it from model_index.json ["nextgpt.decoder_configs", name].
+    """
+
+    @functools.wraps(UNet3DConditionModel.__init__)  # the signature diffusers reads the config keys from
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for module in self.modules():
+            if isinstance(module, TransformerTemporalModel):
+                module.frame_embedding = torch.nn.Parameter(torch.zeros(MAX_FRAMES, module.in_channels))
+                module.register_forward_pre_hook(_add_frame_embedding, with_kwargs=True)
+
+    @classmethod
+    def from_stock(cls, unet: UNet3DConditionModel, scale: float = 0.0) -> "UNet3DFramePositions":
+        """The same weights with frame embeddings of `scale` x a sinusoidal table (0: outputs equal the stock
+        UNet's; a zero start learns slowly, the embeddings' gradients average out over the batch)."""
+        out = cls(**{k: v for k, v in unet.config.items() if not k.startswith("_")})
+        missing, unexpected = out.load_state_dict(unet.state_dict(), strict=False)
+        if unexpected or any(not key.endswith("frame_embedding") for key in missing):
+            raise ValueError(f"not a stock UNet3D of this config: missing {missing}, unexpected {unexpected}")
+        if scale:
+            for module in out.modules():
+                if isinstance(module, TransformerTemporalModel):
+                    module.frame_embedding.data = scale * _sinusoids(*module.frame_embedding.shape)
+        out = out if unet.dtype == out.dtype else out.to(unet.dtype)
+        return out.train(unet.training)  # train mode differs: TemporalConvLayer has dropout
+
+
+def _sinusoids(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) transformer position table: sin / cos of place x 10000^(-2i / dim)."""
+    place = torch.arange(length, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2], table[:, 1::2] = torch.sin(place * rate), torch.cos(place * rate)[:, : dim // 2]
+    return table
+
+
+def _add_frame_embedding(module: TransformerTemporalModel, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Pre-hook: (B * F, C, H, W) hidden states + the module's embedding of each frame's place."""
+    hidden, frames = args[0], kwargs.get("num_frames", 1)
+    if frames > MAX_FRAMES:
+        raise ValueError(f"{frames} frames: UNet3DFramePositions has embeddings for at most {MAX_FRAMES}")
+    place = module.frame_embedding[:frames].to(hidden.dtype)[None, :, :, None, None]  # (1, F, C, 1, 1)
+    return ((hidden.unflatten(0, (-1, frames)) + place).flatten(0, 1), *args[1:]), kwargs
 
 
 def nano_decoder_components(

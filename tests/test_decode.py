@@ -234,3 +234,38 @@ def test_shipped_nano_decoders_have_the_sizes_and_prediction_the_code_builds(mod
     assert read("unet")["_class_name"] == built.__name__
     if modality == Modality.AUDIO:
         assert read("vocoder")["upsample_initial_channel"] == NANO_SIZES[modality].vocoder_channels
+
+
+def test_frame_positions_unet_starts_as_the_stock_one_and_round_trips(tmp_path):
+    """UNet3DFramePositions: a converted stock UNet3D computes exactly what it did (zero frame embeddings); learnt
+    embeddings change the output and survive save/load; too many frames is a clear error."""
+    from diffusers import UNet3DConditionModel
+
+    from nextgpt.decoder_configs import MAX_FRAMES, UNet3DFramePositions
+
+    config = dict(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
+                  down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                  up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), attention_head_dim=1,
+                  cross_attention_dim=COND_DIM, norm_num_groups=8)
+    torch.manual_seed(0)
+    stock = UNet3DConditionModel(**config).eval()
+    unet = UNet3DFramePositions.from_stock(stock)
+    assert not unet.training
+    embeddings = {n: p for n, p in unet.named_parameters() if n.endswith("frame_embedding")}
+    temporal = [m for m in unet.modules() if type(m).__name__ == "TransformerTemporalModel"]
+    assert len(embeddings) == len(temporal) == 5
+    assert all(p.shape[0] == MAX_FRAMES and not p.any() for p in embeddings.values())
+    x, cond, t = torch.randn(1, 4, 5, 4, 4), torch.randn(1, 16, COND_DIM), torch.tensor([999])
+    with torch.no_grad():
+        before = stock(x, t, encoder_hidden_states=cond).sample
+        assert torch.equal(unet(x, t, encoder_hidden_states=cond).sample, before)
+        for p in embeddings.values():
+            p.normal_()
+        after = unet(x, t, encoder_hidden_states=cond).sample
+    assert (after - before).abs().max() > 1e-3
+    unet.save_pretrained(tmp_path / "unet", safe_serialization=True)
+    loaded = UNet3DFramePositions.from_pretrained(tmp_path / "unet").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, encoder_hidden_states=cond).sample, after)
+        with pytest.raises(ValueError, match="at most"):
+            loaded(torch.randn(1, 4, MAX_FRAMES + 1, 4, 4), t, encoder_hidden_states=cond)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import make_world
 from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.decode import Decoders
-from nextgpt.training.decoders import DecoderTrainArgs, LogMel, run, stft_loss
+from nextgpt.training.decoders import DecoderTrainArgs, LogMel, PartSettings, run, stft_loss
 
 PARTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet", "vae_decoder")}
 COMPONENTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet")}
@@ -127,6 +127,64 @@ def test_script_parses_and_validates(monkeypatch):
     settings = _settings(on, RECIPES[Modality.AUDIO], "unet")
     assert (settings.snr_gamma, settings.high_noise_fraction) == (0.0, 0.5)
     assert settings.prediction == RECIPES[Modality.AUDIO].parts["unet"].prediction  # the rest is the recipe's
-    for bad in (["--set", "snr=0"], ["--set", "steps=many"], ["--set", "lr"]):
+    for flag, want in (("true", True), ("False", False), ("1", True), ("0", False)):
+        zero = script.parse_args(["--part", "unet", "--set", f"zero_terminal_snr={flag}"])
+        assert _settings(zero, RECIPES[Modality.VIDEO], "unet").zero_terminal_snr is want
+    for bad in (["--set", "snr=0"], ["--set", "steps=many"], ["--set", "lr"], ["--set", "zero_terminal_snr=maybe"]):
         with pytest.raises(SystemExit):
             script.parse_args(bad)
+
+
+def test_zero_terminal_snr_sampler_starts_from_pure_noise():
+    """A UNet trained with zero terminal SNR is sampled on the same rescaled betas, from t = 999 (trailing)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from nextgpt.training.decoders import sampler_for
+
+    leaky = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                        prediction_type="epsilon", steps_offset=1)
+    leaky.set_timesteps(10)
+    assert float(leaky.alphas_cumprod[-1]) > 1e-3  # SD's betas leave signal in the noisiest step
+    zero = sampler_for(leaky, PartSettings(steps=1, batch_size=1, lr=1.0, prediction="v_prediction",
+                                           zero_terminal_snr=True))
+    zero.set_timesteps(10)
+    assert int(zero.timesteps[0]) == 999 and float(zero.alphas_cumprod[-1]) < 1e-6
+    assert zero.config.prediction_type == "v_prediction"
+    back = sampler_for(zero, PartSettings(steps=1, batch_size=1, lr=1.0, prediction="v_prediction"))
+    assert float(back.alphas_cumprod[-1]) == pytest.approx(float(leaky.alphas_cumprod[-1]))
+    assert back.config.timestep_spacing == "linspace"
+
+
+def test_opposite_rows_pair_captions_whose_direction_is_reversed():
+    from nextgpt.training.decoders import opposite_rows
+
+    captions = ["a red circle moving left", "a red circle moving right", "a blue square moving up", "a red circle"]
+    assert opposite_rows(captions).tolist() == [1, 0, -1, -1]
+
+
+def test_video_unet_trains_on_with_frame_positions_the_sign_contrast_and_zero_terminal_snr(world, tmp_path):
+    """--from-checkpoint on a stock UNet3D with --set frame_positions=true: converted (zero frame embeddings, the
+    same outputs), trained with the contrast term logged, saved as UNet3DFramePositions with a zero-terminal-SNR
+    sampler, and loaded back by Decoders through model_index.json."""
+    first = _args(world, tmp_path, modality="video", part="unet")
+    run(first)
+    folder = first.out / "decoders" / "video"
+    assert json.loads((folder / "model_index.json").read_text())["unet"] == ["diffusers", "UNet3DConditionModel"]
+
+    on = replace(first, run_dir=tmp_path / "runs_on", from_checkpoint=True,
+                 settings=("frame_positions=true", "zero_terminal_snr=true", "sign_contrast=1",
+                           "prediction=v_prediction"))
+    assert run(on)["video/unet"]["steps"] == 4
+    rows = [json.loads(line) for line in (on.run_dir / "video" / "unet" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["hinge"]) and r["hinge"] >= 0 for r in rows)
+    assert json.loads((folder / "model_index.json").read_text())["unet"] == ["nextgpt.decoder_configs",
+                                                                            "UNet3DFramePositions"]
+    sampler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert sampler["rescale_betas_zero_snr"] is True and sampler["timestep_spacing"] == "trailing"
+    decoders = Decoders.from_folder(NextGPTConfig.from_name("nano"), first.out)
+    assert type(decoders.pipeline("video").unet).__name__ == "UNet3DFramePositions"
+    video = decoders.generate("video", decoders.encode_captions("video", ["a red circle moving left"]),
+                              num_inference_steps=2)
+    assert video.shape[0] == 1 and video.dtype == np.uint8
+    with pytest.raises(ValueError, match="v_prediction"):
+        run(replace(on, run_dir=tmp_path / "runs_eps", settings=("zero_terminal_snr=true", "prediction=epsilon")))

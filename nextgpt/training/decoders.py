@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDPMScheduler, DiffusionPipeline, UNet3DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -60,6 +60,7 @@ from nextgpt.decoder_configs import (
     NANO_SIZES,
     SAMPLE_RATE,
     DecoderSizes,
+    UNet3DFramePositions,
     instantiate,
     nano_decoder_components,
 )
@@ -95,6 +96,11 @@ class PartSettings:
     snr_gamma: float = 0.0  # unet: Min-SNR-gamma weighting of the epsilon loss, min(SNR, gamma) / SNR (0 = plain)
     high_noise_fraction: float = 0.0  # unet: this fraction of a batch draws t from the noisier half [T/2, T)
     prediction: str = "epsilon"  # unet: "epsilon" | "v_prediction"; written to the pipeline's scheduler config
+    frame_positions: bool = False  # unet (video): train as UNet3DFramePositions (a stock UNet3D is converted)
+    frame_init: float = 0.0  # unet: ... whose frame embeddings start at this scale x sinusoids (0 = zeros)
+    sign_contrast: float = 0.0  # unet: weight of the hinge that the true caption beat its opposite (see train_unet)
+    sign_margin: float = 0.02  # unet: ... by this fraction of the true caption's loss
+    zero_terminal_snr: bool = False  # unet (v only): betas rescaled so t = T-1 is pure noise; sampler "trailing"
     segment_frames: int = 32  # vocoder: mel frames per training segment (x hop samples of waveform)
     crop_frames: int = 0  # vae: train on random crops of this many mel frames (0 = whole units); convolutional
     save_every: int = 200
@@ -295,6 +301,15 @@ def fresh_component(spec: DecoderSpec, sizes: DecoderSizes, part: str, seed: int
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return instantiate(*table[part]).float()
+
+
+def with_frame_positions(unet: nn.Module, settings: PartSettings) -> nn.Module:
+    """The UNet to train: with `settings.frame_positions` a stock UNet3D becomes a UNet3DFramePositions (frame
+    embeddings `frame_init` x sinusoids; 0 = the same outputs); anything else is returned as it is."""
+    if settings.frame_positions and type(unet) is UNet3DConditionModel:
+        log.info("unet: stock UNet3D converted to UNet3DFramePositions (frame_init %s)", settings.frame_init)
+        return UNet3DFramePositions.from_stock(unet, scale=settings.frame_init)
+    return unet
 
 
 def save_component(module: nn.Module, folder: Path) -> None:
@@ -563,14 +578,23 @@ def train_unet(decoders: Decoders, pipe: DiffusionPipeline, spec: DecoderSpec, m
     epsilon target hardly depends on the clean latent (AudioLDM's betas leave sqrt(alpha_bar) = 0.07 at t = 800),
     so the coarse layout the caption decides (pitch, rhythm, motion) is learnt very slowly; v is about -x0 there.
     """
+    if settings.zero_terminal_snr and settings.prediction != "v_prediction":
+        raise ValueError("zero_terminal_snr needs prediction=v_prediction: at pure noise the epsilon target is "
+                         "the input")
     unet = pipe.unet.float().requires_grad_(True)
     # same betas as the pipeline's DPM-Solver++; run_part writes the prediction type to the pipeline's scheduler
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=settings.prediction)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=settings.prediction,
+                                          rescale_betas_zero_snr=settings.zero_terminal_snr)
     scale = pipe.vae.config.scaling_factor
     table, row, null = caption_conditions(decoders, spec.modality, media.captions)
+    opposite = opposite_rows(sorted(set(media.captions))) if settings.sign_contrast else None
     video = spec.pipeline == "TextToVideoSDPipeline"
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1.0 - alphas)  # (T,) signal-to-noise ratio of every timestep
+
+    def conditioned(cond: Tensor) -> dict[str, Tensor | None]:
+        # AudioLDM feeds its pooled condition as the UNet's class embedding; SD / TextToVideoSD cross-attend to it
+        return {"encoder_hidden_states": None, "class_labels": cond} if spec.pooled else {"encoder_hidden_states": cond}
 
     def loss_fn(index: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         mean, std = latents["mean"][index], latents["std"][index]  # (B, frames, C, h, w)
@@ -584,15 +608,24 @@ def train_unet(decoders: Decoders, pipe: DiffusionPipeline, spec: DecoderSpec, m
         cond = table[row[index]]  # (B, L, D) | (B, D)
         drop = torch.rand(len(index), generator=generator) < settings.cond_dropout
         cond = torch.where(drop.view(-1, *[1] * (cond.ndim - 1)), null.expand_as(cond), cond)
-        # AudioLDM feeds its pooled condition as the UNet's class embedding; SD / TextToVideoSD cross-attend to it
-        kwargs = ({"encoder_hidden_states": None, "class_labels": cond} if spec.pooled
-                  else {"encoder_hidden_states": cond})
-        pred = unet(scheduler.add_noise(z, noise, t), t, **kwargs).sample
+        x_t = scheduler.add_noise(z, noise, t)
+        pred = unet(x_t, t, **conditioned(cond)).sample
         target = noise if settings.prediction == "epsilon" else scheduler.get_velocity(z, noise, t)
         mse = (pred - target).pow(2).flatten(1).mean(1)  # (B,)
         base = snr[t] if settings.prediction == "epsilon" else snr[t] + 1.0
         weight = snr[t].clamp(max=settings.snr_gamma) / base if settings.snr_gamma else torch.ones_like(mse)
-        return {"loss": (weight * mse).mean(), "mse": mse.mean().detach()}
+        out = {"loss": (weight * mse).mean(), "mse": mse.mean().detach()}
+        if opposite is not None:  # the same noisy input under the opposite caption must be predicted worse
+            other = opposite[row[index]]
+            keep = (other >= 0) & ~drop
+            hinge = mse.new_zeros(())
+            if keep.any():
+                wrong = unet(x_t[keep], t[keep], **conditioned(table[other[keep]])).sample
+                mse_wrong = (wrong - target[keep]).pow(2).flatten(1).mean(1)
+                hinge = F.relu(mse[keep] * (1.0 + settings.sign_margin) - mse_wrong).mean()
+            out["loss"] = out["loss"] + settings.sign_contrast * hinge
+            out["hinge"] = hinge.detach()
+        return out
 
     return fit("unet", unet, loss_fn, len(media.captions), settings, run_dir, seed=seed, stop_after=stop_after)
 
@@ -686,7 +719,12 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or name not in fields:
             raise ValueError(f"bad setting {pair!r}: expected field=value with a field among {sorted(fields)}")
         try:
-            out[name] = fields[name](value)
+            if fields[name] is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[name] = value.lower() in ("true", "1")
+            else:
+                out[name] = fields[name](value)
         except ValueError as err:
             raise ValueError(f"bad setting {pair!r}: {name} takes a {fields[name].__name__}") from err
     return out
@@ -721,6 +759,8 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
     decoders, pipe = load_pipeline(cfg, args.out, modality)
     if part != "vae_decoder" and not args.from_checkpoint:  # every other part starts from scratch by default
         setattr(pipe, part, fresh_component(cfg.decoder(modality), sizes, part, args.seed))
+    if part == "unet":
+        pipe.unet = with_frame_positions(pipe.unet, settings)
     if part in ("vae", "vae_decoder"):
         module, summary = train_vae(pipe, media, settings, part_dir, seed=args.seed,
                                     decoder_only=part == "vae_decoder", stop_after=stop_after)
@@ -730,14 +770,46 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
         latents = cache_latents(pipe.vae, media, run_dir / "latents.pt", _digest(folder / "vae"))
         module, summary = train_unet(decoders, pipe, cfg.decoder(modality), media, latents, settings, part_dir,
                                      seed=args.seed, stop_after=stop_after)
-        if "stopped_at" not in summary:  # the sampler must predict what the UNet learnt
-            pipe.scheduler.register_to_config(prediction_type=settings.prediction)
+        if "stopped_at" not in summary:  # the sampler must predict what the UNet learnt, on the same betas
+            pipe.scheduler = sampler_for(pipe.scheduler, settings)
             pipe.scheduler.save_pretrained(folder / "scheduler")
     if "stopped_at" not in summary:
         save_component(module, folder / component)
         register_class(folder, component, module)
         log.info("%s %s: written to %s (%s)", modality.value, part, folder / component, summary["final"])
     return summary
+
+
+OPPOSITE_WORDS = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
+def opposite_rows(captions: Sequence[str]) -> Tensor:
+    """For each caption, the index of the one with its direction word reversed (-1 if none is among them).
+
+    The contrast term of `train_unet`: a UNet that cannot tell the frames apart predicts the same for "moving
+    left" and "moving right", and the per-pixel loss barely notices, because the sign is a small part of it.
+    """
+    where = {c: i for i, c in enumerate(captions)}
+    rows = []
+    for caption in captions:
+        words = caption.split()
+        swapped = " ".join(OPPOSITE_WORDS.get(w, w) for w in words)
+        rows.append(where.get(swapped, -1) if swapped != caption else -1)
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def sampler_for(scheduler: Any, settings: PartSettings) -> Any:
+    """The pipeline's scheduler rebuilt for a UNet trained with `settings` (its betas are computed at init).
+
+    Zero terminal SNR (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"): Stable
+    Diffusion's betas leave sqrt(alpha_bar) = 0.068 of the clean latent in the noisiest training step, so a UNet
+    learns to take what the caption does not pin down from it; sampling starts from pure noise and takes that
+    from the seed instead (the nano video UNet's left/right came from the seed, not the caption). The rescaled
+    betas make t = T-1 pure noise in training too; sampling uses the paper's "trailing" timesteps.
+    """
+    return type(scheduler).from_config(
+        scheduler.config, prediction_type=settings.prediction, rescale_betas_zero_snr=settings.zero_terminal_snr,
+        timestep_spacing="trailing" if settings.zero_terminal_snr else "linspace")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
