@@ -363,7 +363,7 @@ def nano_decoder_components(
     down += ("DownBlock3D" if video else "DownBlock2D",)
     up = ("UpBlock3D" if video else "UpBlock2D",)
     up += ("CrossAttnUpBlock3D" if video else "CrossAttnUpBlock2D",) * (n - 1)
-    table["unet"] = (UNet3DConditionModel if video else UNet2DConditionModel, dict(
+    table["unet"] = (UNet3DFramePositions if video else UNet2DConditionModel, dict(
         sample_size=spec.height // factor,
         in_channels=4,
         out_channels=4,

@@ -27,3 +27,9 @@ $PY scripts/train_decoders.py --data "$DATA" --out "$OUT" --modality audio --par
     --from-checkpoint --steps 3000 --lr 3e-4 --set snr_gamma=0 --set high_noise_fraction=0.5
 $PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT" --modality video --limit 0 --steps 4000 \
     --run-dir runs/projectors_video
+# session 5: the video UNet's left/right came from the seed (Stable Diffusion's betas leave signal at t = 999, and a
+# stock UNet3D has no frame positions). Trained on as UNet3DFramePositions (sinusoidal frame embeddings, scale 0.3),
+# with zero-terminal-SNR betas and a hinge that the true caption must beat its reversed twin by 2 % (weight 4)
+$PY scripts/train_decoders.py --data "$DATA" --out "$OUT" --modality video --part unet --run-dir runs/decoders_video_sign \
+    --from-checkpoint --steps 1900 --lr 3e-4 --set snr_gamma=0 --set high_noise_fraction=0.5 --set zero_terminal_snr=true \
+    --set frame_positions=true --set frame_init=0.3 --set sign_contrast=4

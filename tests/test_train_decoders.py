@@ -60,7 +60,8 @@ def test_smoke_run_writes_every_part_fp16_and_the_metrics(world, tmp_path):
     assert again["image/unet"]["steps"] == 4
     # model_index.json names the class each component was trained as
     index = json.loads((args.out / "decoders" / "video" / "model_index.json").read_text())
-    assert index["unet"] == ["diffusers", type(decoders.pipeline("video").unet).__name__]
+    assert index["unet"] == ["nextgpt.decoder_configs", type(decoders.pipeline("video").unet).__name__]
+    assert index["unet"][1] == "UNet3DFramePositions" and index["vae"] == ["diffusers", "AutoencoderKL"]
 
     # --from-checkpoint trains on from the component in --out: with lr 0 the weights come back unchanged
     before = load_file(next((args.out / "decoders" / "image" / "unet").glob("*.safetensors")))
@@ -166,9 +167,17 @@ def test_video_unet_trains_on_with_frame_positions_the_sign_contrast_and_zero_te
     """--from-checkpoint on a stock UNet3D with --set frame_positions=true: converted (zero frame embeddings, the
     same outputs), trained with the contrast term logged, saved as UNet3DFramePositions with a zero-terminal-SNR
     sampler, and loaded back by Decoders through model_index.json."""
+    from diffusers import UNet3DConditionModel
+
+    from nextgpt.training.decoders import register_class, save_component
+
     first = _args(world, tmp_path, modality="video", part="unet")
     run(first)
     folder = first.out / "decoders" / "video"
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    stock = UNet3DConditionModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+    save_component(stock, folder / "unet")  # a checkpoint from before frame positions
+    register_class(folder, "unet", stock)
     assert json.loads((folder / "model_index.json").read_text())["unet"] == ["diffusers", "UNet3DConditionModel"]
 
     on = replace(first, run_dir=tmp_path / "runs_on", from_checkpoint=True,
