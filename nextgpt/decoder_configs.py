@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, ModelMixin, UNet2DConditionModel, UNet3DConditionModel  # noqa: F401 (ModelMixin:
 # diffusers' loader looks a custom component's base class up in the module model_index.json names)
+from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 from diffusers.models.transformers.transformer_temporal import TransformerTemporalModel
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import (
@@ -274,18 +275,10 @@ class UNet3DFramePositions(UNet3DConditionModel):
         if scale:
             for module in out.modules():
                 if isinstance(module, TransformerTemporalModel):
-                    module.frame_embedding.data = scale * _sinusoids(*module.frame_embedding.shape)
+                    length, dim = module.frame_embedding.shape
+                    module.frame_embedding.data = scale * SinusoidalPositionalEmbedding(dim, length).pe[0]
         out = out if unet.dtype == out.dtype else out.to(unet.dtype)
         return out.train(unet.training)  # train mode differs: TemporalConvLayer has dropout
-
-
-def _sinusoids(length: int, dim: int) -> torch.Tensor:
-    """(length, dim) transformer position table: sin / cos of place x 10000^(-2i / dim)."""
-    place = torch.arange(length, dtype=torch.float32)[:, None]
-    rate = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2], table[:, 1::2] = torch.sin(place * rate), torch.cos(place * rate)[:, : dim // 2]
-    return table
 
 
 def _add_frame_embedding(module: TransformerTemporalModel, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
