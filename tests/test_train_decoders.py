@@ -197,3 +197,22 @@ def test_video_unet_trains_on_with_frame_positions_the_sign_contrast_and_zero_te
     assert video.shape[0] == 1 and video.dtype == np.uint8
     with pytest.raises(ValueError, match="v_prediction"):
         run(replace(on, run_dir=tmp_path / "runs_eps", settings=("zero_terminal_snr=true", "prediction=epsilon")))
+
+
+def test_vae_trains_on_from_the_checkpoint_with_the_foreground_weight(world, tmp_path):
+    """--from-checkpoint on the vae part goes on from the trained weights (no fresh-init bias shifts: with lr 0 they
+    come back unchanged), and foreground_weight adds the shape pixels' error to the loss."""
+    first = _args(world, tmp_path, modality="video", part="vae")
+    run(first)
+    vae_file = first.out / "decoders" / "video" / "vae" / "diffusion_pytorch_model.safetensors"
+    before = load_file(vae_file)
+    on = replace(first, run_dir=tmp_path / "runs_on", from_checkpoint=True, lr=0.0,
+                 settings=("foreground_weight=4",))
+    assert run(on)["video/vae"]["steps"] == 4
+    after = load_file(vae_file)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    rows = [json.loads(line) for line in (on.run_dir / "video" / "vae" / "log.jsonl").read_text().splitlines()]
+    kl_weight = PartSettings(steps=1, batch_size=1, lr=0.0).kl_weight
+    # 4 x the shape pixels' squared error, which is larger than the frame's mean (mostly white, well fitted)
+    assert rows and all(r["loss"] - r["mse"] - kl_weight * r["kl"] > 4 * r["mse"] for r in rows)

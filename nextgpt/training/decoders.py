@@ -78,6 +78,7 @@ N_FFT = 1024  # AudioLDM's STFT: window 1024, hop 160 at 16 kHz, 64 slaney mel b
 METRICS_FILE = "metrics.json"
 VOCODER_LOSS_FLOOR = -8.0  # log-mel floor of the vocoder loss (~40 dB under the tones; silence is -11.5)
 LOGVAR_INIT_SHIFT = 6.0  # fresh VAE: initial posterior log-variance shift (see train_vae)
+FOREGROUND_MIN = 0.1  # a pixel in [-1, 1] this far below white in some channel belongs to the shape
 
 
 # ---- settings as data -------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class PartSettings:
     zero_terminal_snr: bool = False  # unet (v only): betas rescaled so t = T-1 is pure noise; sampler "trailing"
     segment_frames: int = 32  # vocoder: mel frames per training segment (x hop samples of waveform)
     crop_frames: int = 0  # vae: train on random crops of this many mel frames (0 = whole units); convolutional
+    foreground_weight: float = 0.0  # vae (pixels): extra loss weight on pixels of the target that are not white
     save_every: int = 200
 
 
@@ -477,18 +479,27 @@ def _vae_loss(vae: nn.Module, media: WorldMedia, settings: PartSettings) -> Loss
             x = x[:, :, start:start + settings.crop_frames]
         dist = vae.encode(x).latent_dist
         recon = vae.decode(dist.sample(generator)).sample
-        mse, kl = F.mse_loss(recon, x), _kl(dist)
-        return {"loss": mse + settings.kl_weight * kl, "mse": mse, "l1": (recon - x).abs().mean().detach(), "kl": kl}
+        sq = (recon - x).pow(2)
+        mse, kl = sq.mean(), _kl(dist)
+        loss = mse + settings.kl_weight * kl
+        if settings.foreground_weight and media.units.dtype == torch.uint8:
+            # the shape is a few % of a white frame: plain MSE learns its brightness long before its hue
+            # (blue and purple had one latent and decoded to the hue between them)
+            shape = ((1.0 - x).amax(1, keepdim=True) > FOREGROUND_MIN).float()  # (B, 1, H, W)
+            loss = loss + settings.foreground_weight * (sq * shape).sum() / (shape.sum() * x.shape[1]).clamp(min=1)
+        return {"loss": loss, "mse": mse, "l1": (recon - x).abs().mean().detach(), "kl": kl}
 
     return loss_fn
 
 
 def train_vae(pipe: DiffusionPipeline, media: WorldMedia, settings: PartSettings, run_dir: Path, *, seed: int,
-              decoder_only: bool = False, stop_after: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
+              decoder_only: bool = False, fresh: bool = True,
+              stop_after: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """AutoencoderKL on the modality's units: MSE reconstruction + `kl_weight` x KL; sets scaling_factor.
 
     `decoder_only`: go on training the decoder of a trained VAE on its frozen encoder's posteriors; the latent
-    space (and so a UNet trained on it) and the scaling factor are kept.
+    space (and so a UNet trained on it) and the scaling factor are kept. `fresh=False`: the pipeline's VAE is a
+    trained one to go on from (no initial bias shifts); the scaling factor is measured again.
     """
     vae = pipe.vae.float().requires_grad_(True)
     vae.disable_slicing()
@@ -498,12 +509,13 @@ def train_vae(pipe: DiffusionPipeline, media: WorldMedia, settings: PartSettings
             vae.quant_conv.requires_grad_(False)
         return fit("vae_decoder", vae, _vae_loss(vae, media, settings), len(media.units), settings, run_dir,
                    seed=seed, stop_after=stop_after)
-    with torch.no_grad():  # a fresh VAE (a resumed run loads its own weights over this):
-        if vae.quant_conv is not None:  # narrow posterior (std ~0.05), so the latents carry colour from the start
-            vae.quant_conv.bias[vae.config.latent_channels:] -= LOGVAR_INIT_SHIFT
-        sample = media.vae_input(torch.linspace(0, len(media.units) - 1, 256).long())
-        # output bias = data mean: white pixels sit at +0.8, silence at log(1e-5) = -11.5, far for lr-sized steps
-        vae.decoder.conv_out.bias.copy_(sample.mean(dim=(0, 2, 3)))
+    if fresh:  # a resumed run loads its own weights over this
+        with torch.no_grad():
+            if vae.quant_conv is not None:  # narrow posterior (std ~0.05): the latents carry colour from the start
+                vae.quant_conv.bias[vae.config.latent_channels:] -= LOGVAR_INIT_SHIFT
+            sample = media.vae_input(torch.linspace(0, len(media.units) - 1, 256).long())
+            # output bias = data mean: white pixels sit at +0.8, silence at log(1e-5) = -11.5, far for lr-sized steps
+            vae.decoder.conv_out.bias.copy_(sample.mean(dim=(0, 2, 3)))
     vae, summary = fit("vae", vae, _vae_loss(vae, media, settings), len(media.units), settings, run_dir, seed=seed,
                        stop_after=stop_after)
     if "stopped_at" not in summary:
@@ -763,7 +775,8 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
         pipe.unet = with_frame_positions(pipe.unet, settings)
     if part in ("vae", "vae_decoder"):
         module, summary = train_vae(pipe, media, settings, part_dir, seed=args.seed,
-                                    decoder_only=part == "vae_decoder", stop_after=stop_after)
+                                    decoder_only=part == "vae_decoder", fresh=not args.from_checkpoint,
+                                    stop_after=stop_after)
     elif part == "vocoder":
         module, summary = train_vocoder(pipe, media, settings, part_dir, seed=args.seed, stop_after=stop_after)
     else:
