@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import make_world
 from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.decode import Decoders
-from nextgpt.training.decoders import DecoderTrainArgs, LogMel, PartSettings, run, stft_loss
+from nextgpt.training.decoders import SMOKE_SETTINGS, DecoderTrainArgs, LogMel, PartSettings, run, stft_loss
 
 PARTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet", "vae_decoder")}
 COMPONENTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet")}
@@ -213,6 +213,5 @@ def test_vae_trains_on_from_the_checkpoint_with_the_foreground_weight(world, tmp
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     rows = [json.loads(line) for line in (on.run_dir / "video" / "vae" / "log.jsonl").read_text().splitlines()]
-    kl_weight = PartSettings(steps=1, batch_size=1, lr=0.0).kl_weight
     # 4 x the shape pixels' squared error, which is larger than the frame's mean (mostly white, well fitted)
-    assert rows and all(r["loss"] - r["mse"] - kl_weight * r["kl"] > 4 * r["mse"] for r in rows)
+    assert rows and all(r["loss"] - r["mse"] - SMOKE_SETTINGS.kl_weight * r["kl"] > 4 * r["mse"] for r in rows)

@@ -230,10 +230,15 @@ class WorldMedia:
     frames: int = 1  # units per item (T for video)
     waves: Tensor | None = None  # audio: (N, samples) int16, the vocoder's targets
 
+    @property
+    def pixels(self) -> bool:
+        """Whether the units are images / frames (uint8 RGB) rather than log-mels."""
+        return self.units.dtype == torch.uint8
+
     def vae_input(self, index: Tensor) -> Tensor:
         """Units `index` as VAE input: pixels in [-1, 1] (B, 3, H, W), or log-mel (B, 1, T, 64)."""
         units = self.units[index]
-        return units.float() / 127.5 - 1.0 if units.dtype == torch.uint8 else units
+        return units.float() / 127.5 - 1.0 if self.pixels else units
 
 
 def load_media(data: Path, modality: Modality, cache: Path, limit: int | None = None) -> WorldMedia:
@@ -482,7 +487,7 @@ def _vae_loss(vae: nn.Module, media: WorldMedia, settings: PartSettings) -> Loss
         sq = (recon - x).pow(2)
         mse, kl = sq.mean(), _kl(dist)
         loss = mse + settings.kl_weight * kl
-        if settings.foreground_weight and media.units.dtype == torch.uint8:
+        if settings.foreground_weight and media.pixels:
             # the shape is a few % of a white frame: plain MSE learns its brightness long before its hue
             # (blue and purple had one latent and decoded to the hue between them)
             shape = ((1.0 - x).amax(1, keepdim=True) > FOREGROUND_MIN).float()  # (B, 1, H, W)
