@@ -215,3 +215,29 @@ def test_vae_trains_on_from_the_checkpoint_with_the_foreground_weight(world, tmp
     rows = [json.loads(line) for line in (on.run_dir / "video" / "vae" / "log.jsonl").read_text().splitlines()]
     # 4 x the shape pixels' squared error, which is larger than the frame's mean (mostly white, well fitted)
     assert rows and all(r["loss"] - r["mse"] - SMOKE_SETTINGS.kl_weight * r["kl"] > 4 * r["mse"] for r in rows)
+
+
+class _PassThroughVAE(torch.nn.Module):
+    """encode -> latent_dist.mean = the pixels; decode -> the pixels, optionally with red and blue swapped."""
+
+    def __init__(self, swap_red_blue: bool = False):
+        super().__init__()
+        self.swap = swap_red_blue
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # gives the module a dtype
+
+    def encode(self, x):
+        return type("Encoded", (), {"latent_dist": type("Dist", (), {"mean": x})()})()
+
+    def decode(self, z):
+        return type("Decoded", (), {"sample": z[:, [2, 1, 0]] if self.swap else z})()
+
+
+@pytest.mark.parametrize("modality", [Modality.IMAGE, Modality.VIDEO])
+def test_vae_round_trip_judges_what_the_vae_keeps(world, modality):
+    from nextgpt.training.decoders import vae_round_trip
+
+    kept = vae_round_trip(_PassThroughVAE(), world, "test", modality, n=6)
+    assert kept["round_trip_items"] >= 2
+    assert all(v == 1.0 for k, v in kept.items() if k.startswith("round_trip_") and k != "round_trip_items")
+    swapped = vae_round_trip(_PassThroughVAE(swap_red_blue=True), world, "test", modality, n=6)
+    assert swapped["round_trip_colour"] < 1.0 and swapped["round_trip_shape"] == 1.0

@@ -17,7 +17,8 @@ in a package and is never written to the checkpoint. The parts of one modality t
     vae_decoder  (video, after the unet) more training of the VAE decoder alone: the encoder, hence the latents
              the UNet learnt and the scaling factor, stay as they were
     eval     generate from held-out captions and seeds through `Decoders`, judge the media with the world's
-             rule-based judges -> ``<out>/decoders/metrics.json``
+             rule-based judges; for images and video also the VAE round trip of held-out media (what the VAE
+             alone keeps) -> ``<out>/decoders/metrics.json``
 
 Each part writes only its own component (fp16 safetensors) into ``<out>/decoders/<modality>/<component>/``;
 the folder itself (model_index.json, scheduler, null condition) is written once by `Decoders.save`. Media are
@@ -150,6 +151,7 @@ SMOKE_SETTINGS = PartSettings(steps=4, batch_size=2, lr=1e-3, warmup=1, save_eve
 
 # held-out evaluation: (captions, seeds per caption) per modality; the world has 18 image captions (6 colours x
 # 3 shapes), 8 audio and 72 video ones
+ROUND_TRIP_ITEMS = 120  # held-out images / clips the VAE round trip of the evaluation judges
 EVAL_PLAN: dict[Modality, tuple[int, int]] = {Modality.IMAGE: (18, 4), Modality.AUDIO: (8, 4), Modality.VIDEO: (24, 2)}
 # attribute sets a sample must match to count, per modality: the first is the headline number
 MATCH_SETS: dict[Modality, dict[str, tuple[str, ...]]] = {
@@ -686,6 +688,9 @@ def evaluate(cfg: NextGPTConfig, out: Path, data: Path, modality: Modality, *, s
         metrics[f"accuracy_{name}"] = float(np.mean([all(r["match"][a] for a in attrs) for r in rows]))
     for attr in rows[0]["match"] if rows else ():
         metrics[f"accuracy_{attr}"] = float(np.mean([r["match"][attr] for r in rows]))
+    if modality != Modality.AUDIO:
+        metrics.update(vae_round_trip(decoders.pipeline(modality).vae, data, split, modality,
+                                      n=ROUND_TRIP_ITEMS if plan is None else 1))
     spec = cfg.decoder(modality)
     metrics.update({
         "latency_s_per_call_mean": float(np.mean(latency)), "latency_s_per_call_median": float(np.median(latency)),
@@ -696,6 +701,27 @@ def evaluate(cfg: NextGPTConfig, out: Path, data: Path, modality: Modality, *, s
                      for r in rows if not all(r["match"].values())][:12],
     })
     return metrics
+
+
+@torch.no_grad()
+def vae_round_trip(vae: nn.Module, data: Path, split: str, modality: Modality, *, n: int) -> dict[str, Any]:
+    """Encode `n` media of the split to their posterior mean, decode, judge: what the VAE alone keeps.
+
+    A UNet can only be as right as the VAE it writes for (the video VAE once decoded blue as purple and purple as
+    blue). -> {"round_trip_items": n, "round_trip_<attribute>": accuracy, ...}; images and video only.
+    """
+    items = captioned_items(data, split, modality, limit=n)
+    judge, hits = JUDGES[modality.value], {}
+    dtype = next(vae.parameters()).dtype
+    for item, arr in zip(items, read_all(modality, [it.path for it in items])):
+        frames = torch.from_numpy(arr if arr.ndim == 4 else arr[None])  # (T, H, W, 3) uint8
+        x = frames.permute(0, 3, 1, 2).to(dtype) / 127.5 - 1.0
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
+        out = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        got = judge(out if arr.ndim == 4 else out[0])
+        for attr, want in parse_caption(item.caption, modality.value).items():
+            hits.setdefault(attr, []).append(got.get(attr) == want)
+    return {"round_trip_items": len(items), **{f"round_trip_{a}": float(np.mean(v)) for a, v in hits.items()}}
 
 
 def folder_size(folder: Path) -> int:
@@ -859,5 +885,5 @@ def run(args: DecoderTrainArgs, *, stop_after: int | None = None) -> dict[str, A
 __all__ = [
     "DecoderSizes", "DecoderTrainArgs", "LogMel", "PARTS", "PartSettings", "RECIPES", "Recipe", "WorldMedia",
     "cache_latents", "evaluate", "fit", "load_media", "run", "run_part", "stft_loss", "train_unet", "train_vae",
-    "train_vocoder",
+    "train_vocoder", "vae_round_trip",
 ]
