@@ -119,6 +119,44 @@ def test_projector_alignment_learns_on_cached_signal_states(tiny_model):
     assert after["nearest_colour_accuracy"] == after["nearest_shape_accuracy"] == 1.0
 
 
+def test_standardized_input_trains_and_folds_back_into_the_same_layer(tiny_model):
+    """The projector's input layer trains on standardized inputs and leaves as the same keys and function."""
+    import copy
+
+    from nextgpt.training.projectors import AlignArgs, States, fit, input_statistics, standardized_input
+
+    projector = copy.deepcopy(tiny_model.output_projectors["image"]).float()
+    spec, h = tiny_model.cfg.decoder("image"), tiny_model.cfg.llm.hidden_size
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.ones(h)
+    scale[:2] = 30.0  # a few dimensions far larger than the rest, as in an LLM's hidden states
+    hidden = torch.randn(8, spec.num_signal_tokens, h, generator=gen) * scale + 5.0
+    embeds = torch.randn(8, spec.num_signal_tokens, h, generator=gen)
+    targets = torch.randn(8, *projector(hidden[:1], embeds[:1]).shape[1:], generator=gen)
+    states = States(hidden, embeds, targets, [f"c{i}" for i in range(8)], [None] * 8)
+    mean, std = input_statistics(states)
+    assert mean.shape == std.shape == (h,) and std[:2].min() > 10 * std[2:].max()
+    keys = set(projector.state_dict())
+    with torch.no_grad():
+        before = projector(hidden, embeds)
+    with standardized_input(projector, mean, std):  # unchanged function on entry and on leaving untrained
+        with torch.no_grad():
+            torch.testing.assert_close(projector(hidden, embeds), before, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(projector(hidden, embeds), before, rtol=1e-4, atol=1e-4)
+    with standardized_input(projector, mean, std):
+        fit(projector, states, AlignArgs(steps=60, batch_size=8, lr=1e-2, weight_decay=0.0))
+        with torch.no_grad():
+            trained = projector(hidden, embeds)
+    assert set(projector.state_dict()) == keys and isinstance(projector.fc, torch.nn.Linear)
+    with torch.no_grad():
+        torch.testing.assert_close(projector(hidden, embeds), trained, rtol=1e-4, atol=1e-4)
+        assert torch.nn.functional.mse_loss(trained, targets) < torch.nn.functional.mse_loss(before, targets)
+    # edits: blocks whose caption changed from the last one (not a first block, not a repeat)
+    assert States(hidden, embeds, targets, ["a", "b", "b", "c", "d", "d", "e", "f"],
+                  [None, "a", "b", None, None, "d", "d", "e"]).edits() == [1, 6, 7]
+
+
 def test_stage_mix_repeats_small_kinds_and_subsamples_large_ones():
     import random
 
@@ -143,3 +181,12 @@ def test_stage_modality_filter_keeps_conversations_with_that_modality(tmp_path):
     msgs = record_to_messages(rec, tmp_path)
     assert has_modality(msgs, "video") and not has_modality(msgs, "image")
     assert not has_modality([{"role": "user", "content": "hello"}], "video")
+
+
+def test_align_script_flags_keep_the_dataclass_defaults():
+    """A boolean that defaults to True must stay True unless switched off (it once parsed as store_true: False)."""
+    from nextgpt.training.projectors import AlignArgs, parse_args
+
+    assert parse_args([]) == AlignArgs()
+    assert parse_args([]).standardize is True and parse_args(["--no-standardize"]).standardize is False
+    assert parse_args(["--fresh", "--smoke"]).fresh is True

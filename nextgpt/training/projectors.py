@@ -10,6 +10,13 @@ once (one teacher-forced pass over the generation, T2M and MosIT records) and th
 thousands of steps at a tiny fraction of the cost. Objective and targets are stage 2's (MSE to the decoder's own
 caption encoding); nothing else in the checkpoint changes.
 
+The projector's input layer trains on standardized inputs (`standardize`): the LLM's hidden states have a few
+dimensions with means and spreads near 10 where most sit near 1, and AdamW, whose steps are about the same size
+for every weight, then moves the condition mostly along those. Measured on the video projector (val split,
+nearest of 72 captions): 0.88 -> 0.94 overall and 0.44 -> 0.73 at MosIT edit turns, where the new caption differs
+from one word of the last. The mean and spread are folded back into the input layer's weight and bias after
+training, so the saved projector is the same function in the official layout (nothing changes at inference).
+
 Reported before and after, on the val split: MSE, and nearest-caption accuracy - the fraction of conditions whose
 nearest caption encoding (among every caption of that modality in the data) is the one asked for. Written to
 ``<run_dir>/summary.json``; the projectors to ``<checkpoint>/output_projectors``.
@@ -22,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +42,7 @@ from nextgpt.world import parse_caption
 
 log = logging.getLogger(__name__)
 
+STATES_VERSION = 2  # of the cached States (2: with each block's previous caption)
 KINDS = ("generation", "t2m", "mosit")  # records whose gpt turns produce media (signal blocks with captions)
 
 
@@ -51,6 +60,8 @@ class AlignArgs:
     seed: int = 0
     threads: int = 2
     modality: str = "all"  # image | audio | video | all: the projector(s) to align (the others are left as they are)
+    standardize: bool = True  # train the input layer on per-feature standardized inputs (folded back afterwards)
+    fresh: bool = False  # re-initialise the projector's layers first (its query embeddings are kept)
     smoke: bool = False  # a few examples and steps (what the tests run)
 
 
@@ -62,6 +73,17 @@ class States:
     embeds: torch.Tensor  # (N, n, H)
     targets: torch.Tensor  # (N, cond_len, cond_dim) or (N, cond_dim)
     captions: list[str]
+    previous: list[str | None] | None = None  # per block: the caption of the last block of its modality before it
+
+    def subset(self, index: Sequence[int]) -> "States":
+        index = list(index)
+        previous = None if self.previous is None else [self.previous[i] for i in index]
+        return States(self.hidden[index], self.embeds[index], self.targets[index], [self.captions[i] for i in index],
+                      previous)
+
+    def edits(self) -> list[int]:
+        """Blocks that follow a block of the same modality with another caption (edits, mostly)."""
+        return [i for i, (c, p) in enumerate(zip(self.captions, self.previous or [])) if p is not None and p != c]
 
 
 def split_states(model: Any, data: Path, split: str, limit: int | None, max_len: int,
@@ -96,16 +118,22 @@ def collect_states(model: Any, prepared: Sequence[Any], collate: Any, *, batch_s
         batch = collate(items)
         _, states = model.signal_states(batch)
         captions: dict[Modality, list[str]] = {}
+        previous: dict[Modality, list[str | None]] = {}
         for p in items:
+            last: dict[Modality, str] = {}
             for modality, caption in p.block_keys:
                 captions.setdefault(modality, []).append(caption)
+                previous.setdefault(modality, []).append(last.get(modality))
+                last[modality] = caption
         for modality, (h, e) in states.items():
-            acc = parts.setdefault(modality, {"h": [], "e": [], "t": [], "c": []})
+            acc = parts.setdefault(modality, {"h": [], "e": [], "t": [], "c": [], "p": []})
             acc["h"].append(h.float().cpu())
             acc["e"].append(e.float().cpu())
             acc["t"].append(batch["block_targets"][modality].float().cpu())
             acc["c"] += captions[modality]
-    return {m: States(torch.cat(a["h"]), torch.cat(a["e"]), torch.cat(a["t"]), a["c"]) for m, a in parts.items()}
+            acc["p"] += previous[modality]
+    return {m: States(torch.cat(a["h"]), torch.cat(a["e"]), torch.cat(a["t"]), a["c"], a["p"])
+            for m, a in parts.items()}
 
 
 @torch.no_grad()
@@ -113,7 +141,7 @@ def measure(projector: torch.nn.Module, states: States, candidates: dict[str, to
             modality: Modality | None = None) -> dict[str, float]:
     """MSE to the targets and nearest-caption accuracy among `candidates` (caption -> encoding); with the
     modality, also per caption word (how often the nearest caption has the asked-for colour, pitch, ...)."""
-    dtype = projector.fc.weight.dtype
+    dtype = next(projector.parameters()).dtype
     pred = torch.cat([projector(states.hidden[i : i + 256].to(dtype), states.embeds[i : i + 256].to(dtype)).float()
                       for i in range(0, len(states.captions), 256)])
     names = sorted(candidates)
@@ -128,7 +156,57 @@ def measure(projector: torch.nn.Module, states: States, candidates: dict[str, to
                  for a, b in zip(nearest, states.captions)]
         for attribute in (pairs[0][1] if pairs else {}):
             out[f"nearest_{attribute}_accuracy"] = sum(g[attribute] == w[attribute] for g, w in pairs) / len(pairs)
+    edits = states.edits()
+    if edits:  # the blocks whose caption changed from the last one of the dialogue
+        out["edit_blocks"] = len(edits)
+        out["edit_nearest_caption_accuracy"] = sum(nearest[i] == states.captions[i] for i in edits) / len(edits)
     return out
+
+
+def input_statistics(states: States) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation of the projector's input (hidden + token embedding), (H,) each."""
+    x = (states.hidden + states.embeds).flatten(0, 1)  # (N * n, H)
+    return x.mean(0), x.std(0).clamp(min=1e-3)
+
+
+class _Standardize(torch.nn.Module):
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+@contextmanager
+def standardized_input(projector: torch.nn.Module, mean: torch.Tensor, std: torch.Tensor, *, fresh: bool = False):
+    """Inside the block the projector's input layer `fc` acts on (x - mean) / std through a layer W', b' of the
+    same function (W' = W diag(std), b' = b + W mean), or a fresh one; on leaving, W', b' are folded back into
+    `fc` (W = W' / std, b = b' - W mean): same module, same keys, the function trained inside."""
+    fc = projector.fc
+    dtype = fc.weight.dtype
+    mean, std = mean.to(dtype), std.to(dtype)
+    inner = torch.nn.Linear(fc.in_features, fc.out_features, dtype=dtype)
+    if not fresh:
+        with torch.no_grad():
+            inner.weight.copy_(fc.weight * std)
+            inner.bias.copy_(fc.bias + fc.weight @ mean)
+    projector.fc = torch.nn.Sequential(_Standardize(mean, std), inner)
+    try:
+        yield projector
+    finally:
+        with torch.no_grad():
+            fc.weight.copy_(inner.weight / std)
+            fc.bias.copy_(inner.bias - fc.weight @ mean)
+        projector.fc = fc
+
+
+def reinitialise(projector: torch.nn.Module) -> None:
+    """Fresh default initialisation of every layer of the projector (the query embeddings are kept)."""
+    for module in projector.modules():
+        if module is not projector and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
 
 
 def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str = "align") -> list[dict[str, float]]:
@@ -136,7 +214,7 @@ def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str =
     from transformers import get_cosine_schedule_with_warmup
 
     projector.train().requires_grad_(True)
-    dtype = projector.fc.weight.dtype
+    dtype = next(projector.parameters()).dtype
     opt = torch.optim.AdamW(projector.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, min(100, args.steps // 10), args.steps)
     gen = torch.Generator().manual_seed(args.seed)
@@ -182,7 +260,7 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
     args.run_dir.mkdir(parents=True, exist_ok=True)
     cache = args.run_dir / "states.pt"
     chosen = None if args.modality == "all" else Modality(args.modality)
-    key = {"checkpoint": str(args.checkpoint), "limit": limit, "max_len": args.max_len, "modality": args.modality,
+    key = {"version": STATES_VERSION, "checkpoint": str(args.checkpoint), "limit": limit, "max_len": args.max_len, "modality": args.modality,
            "seed": args.seed, "inputs": _state_inputs(args.checkpoint)}
     cached = torch.load(cache, weights_only=False) if cache.is_file() and not args.smoke else None
     if cached is not None and cached.get("key") == key:
@@ -205,7 +283,13 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
                 candidates.setdefault(c, t)
         projector = model.output_projectors[modality.value]
         before = measure(projector, val[modality], candidates, modality)
-        history = fit(projector, states, run_args, f"align {modality.value}")
+        if args.fresh:
+            reinitialise(projector)
+        if args.standardize:
+            with standardized_input(projector, *input_statistics(states), fresh=args.fresh):
+                history = fit(projector, states, run_args, f"align {modality.value}")
+        else:
+            history = fit(projector, states, run_args, f"align {modality.value}")
         after = measure(projector, val[modality], candidates, modality)
         summary["modalities"][modality.value] = {"train_blocks": len(states.captions), "before": before,
                                                  "after": after, "history": history}
@@ -220,8 +304,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AlignArgs:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name, default in asdict(AlignArgs()).items():
         flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            ap.add_argument(flag, action="store_true")
+        if isinstance(default, bool):  # --standardize / --no-standardize, default as in AlignArgs
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         else:
             kind = Path if isinstance(default, Path) else (int if name == "limit" else type(default))
             ap.add_argument(flag, type=kind, default=default)
