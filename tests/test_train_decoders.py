@@ -241,3 +241,13 @@ def test_vae_round_trip_judges_what_the_vae_keeps(world, modality):
     assert all(v == 1.0 for k, v in kept.items() if k.startswith("round_trip_") and k != "round_trip_items")
     swapped = vae_round_trip(_PassThroughVAE(swap_red_blue=True), world, "test", modality, n=6)
     assert swapped["round_trip_colour"] < 1.0 and swapped["round_trip_shape"] == 1.0
+
+
+def test_metrics_merge_keeps_the_training_record_of_parts_this_run_did_not_train(tmp_path):
+    from nextgpt.training.decoders import merge_metrics
+
+    path = tmp_path / "metrics.json"
+    merge_metrics(path, Modality.VIDEO, {"accuracy_colour": 0.5, "training": {"vae": {"steps": 700}, "unet": None}})
+    merged = merge_metrics(path, Modality.VIDEO, {"accuracy_colour": 0.9,
+                                                  "training": {"vae": None, "unet": {"steps": 40}}})
+    assert merged["video"] == {"accuracy_colour": 0.9, "training": {"vae": {"steps": 700}, "unet": {"steps": 40}}}

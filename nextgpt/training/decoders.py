@@ -735,6 +735,11 @@ def merge_metrics(path: Path, modality: Modality, entry: dict[str, Any]) -> dict
     try:
         fcntl.flock(folder, fcntl.LOCK_EX)
         metrics = json.loads(path.read_text()) if path.is_file() else {}
+        # a part this run dir did not train keeps the training record already there (an eval run with another
+        # --run-dir must not erase how the checkpoint was made)
+        before = (metrics.get(modality.value) or {}).get("training") or {}
+        if "training" in entry:
+            entry = {**entry, "training": {**before, **{k: v for k, v in entry["training"].items() if v is not None}}}
         metrics[modality.value] = entry
         write_json(path, metrics)
     finally:
