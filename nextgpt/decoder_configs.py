@@ -259,10 +259,13 @@ class UNet3DFramePositions(UNet3DConditionModel):
     @functools.wraps(UNet3DConditionModel.__init__)  # the signature diffusers reads the config keys from
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for module in self.modules():
-            if isinstance(module, TransformerTemporalModel):
-                module.frame_embedding = torch.nn.Parameter(torch.zeros(MAX_FRAMES, module.in_channels))
-                module.register_forward_pre_hook(_add_frame_embedding, with_kwargs=True)
+        for module in self.temporal_transformers():
+            module.frame_embedding = torch.nn.Parameter(torch.zeros(MAX_FRAMES, module.in_channels))
+            module.register_forward_pre_hook(_add_frame_embedding, with_kwargs=True)
+
+    def temporal_transformers(self) -> list[TransformerTemporalModel]:
+        """The modules that carry a frame embedding: `transformer_in` and every block's temporal transformer."""
+        return [m for m in self.modules() if isinstance(m, TransformerTemporalModel)]
 
     @classmethod
     def from_stock(cls, unet: UNet3DConditionModel, scale: float = 0.0) -> "UNet3DFramePositions":
@@ -273,10 +276,9 @@ class UNet3DFramePositions(UNet3DConditionModel):
         if unexpected or any(not key.endswith("frame_embedding") for key in missing):
             raise ValueError(f"not a stock UNet3D of this config: missing {missing}, unexpected {unexpected}")
         if scale:
-            for module in out.modules():
-                if isinstance(module, TransformerTemporalModel):
-                    length, dim = module.frame_embedding.shape
-                    module.frame_embedding.data = scale * SinusoidalPositionalEmbedding(dim, length).pe[0]
+            for module in out.temporal_transformers():
+                length, dim = module.frame_embedding.shape
+                module.frame_embedding.data = scale * SinusoidalPositionalEmbedding(dim, length).pe[0]
         out = out if unet.dtype == out.dtype else out.to(unet.dtype)
         return out.train(unet.training)  # train mode differs: TemporalConvLayer has dropout
 

@@ -19,14 +19,10 @@ $PY scripts/train_stage1.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage2.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage3.py --data "$DATA" --checkpoint "$OUT"
 $PY scripts/train_stage1.py --data "$DATA" --checkpoint "$OUT" --run-dir runs/stage1_video --modality video --steps 150 --lr 1e-3
-$PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT" --max-len 128 --no-standardize
 # session 3: the audio UNet trained on with uniform v-loss weights and half its batches from the noisier half of
-# the timesteps (with Min-SNR weights those steps, where the caption sets the pitch, counted ~1/20); the video
-# projector aligned again on every video record (the first run saw the first 2000 records of each kind: images)
+# the timesteps (with Min-SNR weights those steps, where the caption sets the pitch, counted ~1/20)
 $PY scripts/train_decoders.py --data "$DATA" --out "$OUT" --modality audio --part unet --run-dir runs/decoders_audio_more \
     --from-checkpoint --steps 3000 --lr 3e-4 --set snr_gamma=0 --set high_noise_fraction=0.5
-$PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT" --modality video --limit 0 --steps 4000 \
-    --run-dir runs/projectors_video --no-standardize
 # session 5: the video UNet's left/right came from the seed (Stable Diffusion's betas leave signal at t = 999, and a
 # stock UNet3D has no frame positions). Trained on as UNet3DFramePositions (sinusoidal frame embeddings, scale 0.3),
 # with zero-terminal-SNR betas and a hinge that the true caption must beat its reversed twin by 2 % (weight 4)
@@ -41,7 +37,9 @@ $PY scripts/train_decoders.py --data "$DATA" --out "$OUT" --modality video --par
 # session 6: at MosIT edits the video projector's condition was the asked-for caption for 46 % of val blocks (first
 # blocks 84 %), though a linear probe on the same states read the new colour / shape / direction: AdamW had fitted the
 # projector along the LLM's few large hidden dimensions. Every projector aligned again from fresh layers on
-# standardized inputs (folded back into its input layer): video val 0.88 -> 0.94, at edits 0.48 -> 0.71
+# standardized inputs (folded back into its input layer): video val 0.88 -> 0.94, at edits 0.48 -> 0.71.
+# (The shipped checkpoint had been aligned twice before, without standardization: 14 + 26 min. `--fresh` starts
+# from new layers, so those runs are left out here.)
 for m in video image audio; do
     limit=$([ $m = video ] && echo 0 || echo 2000)
     $PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT" --modality $m --limit $limit --steps 4000 --fresh \

@@ -253,7 +253,7 @@ def test_frame_positions_unet_starts_as_the_stock_one_and_round_trips(tmp_path):
     assert not unet.training
     embeddings = {n: p for n, p in unet.named_parameters() if n.endswith("frame_embedding")}
     temporal = [m for m in unet.modules() if type(m).__name__ == "TransformerTemporalModel"]
-    assert len(embeddings) == len(temporal) == 5
+    assert len(embeddings) == len(temporal) == 5 and unet.temporal_transformers() == temporal
     assert all(p.shape[0] == MAX_FRAMES and not p.any() for p in embeddings.values())
     x, cond, t = torch.randn(1, 4, 5, 4, 4), torch.randn(1, 16, COND_DIM), torch.tensor([999])
     with torch.no_grad():

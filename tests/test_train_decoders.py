@@ -163,6 +163,30 @@ def test_opposite_rows_pair_captions_whose_direction_is_reversed():
     assert opposite_rows(captions).tolist() == [1, 0, -1, -1]
 
 
+def test_caption_table_rows_and_opposite_rows_index_the_same_captions():
+    """train_unet's contrast looks the reversed caption up in the condition table by row: both use one list."""
+    from nextgpt.training.decoders import caption_conditions, opposite_rows
+
+    class FakeDecoders:  # a caption's "encoding" is its position in a fixed vocabulary: rows can be read back
+        vocab = ["a red circle moving right", "a blue square moving up", "a red circle moving left"]
+
+        def encode_captions(self, modality, captions):
+            return torch.tensor([[float(self.vocab.index(c))] for c in captions])
+
+        def null_cond(self, modality):
+            return torch.full((1, 1), -1.0)
+
+    items = ["a red circle moving right", "a blue square moving up", "a red circle moving left",
+             "a red circle moving right"]
+    captions, table, row, null = caption_conditions(FakeDecoders(), Modality.VIDEO, items)
+    assert [FakeDecoders.vocab[int(table[row[i], 0])] for i in range(len(items))] == items
+    opposite = opposite_rows(captions)
+    reversed_of = {items[i]: FakeDecoders.vocab[int(table[opposite[row[i]], 0])] for i in (0, 2)}
+    assert reversed_of == {"a red circle moving right": "a red circle moving left",
+                           "a red circle moving left": "a red circle moving right"}
+    assert opposite[row[1]] == -1 and null.shape == (1, 1)
+
+
 def test_video_unet_trains_on_with_frame_positions_the_sign_contrast_and_zero_terminal_snr(world, tmp_path):
     """--from-checkpoint on a stock UNet3D with --set frame_positions=true: converted (zero frame embeddings, the
     same outputs), trained with the contrast term logged, saved as UNet3DFramePositions with a zero-terminal-SNR

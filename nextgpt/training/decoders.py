@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -576,14 +576,19 @@ def cache_latents(vae: nn.Module, media: WorldMedia, path: Path, digest: str, ba
     return saved
 
 
-def caption_conditions(decoders: Decoders, modality: Modality,
-                       captions: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
-    """(table of the unique captions' encodings, per-item row index, null condition (1, ...))."""
+class CaptionTable(NamedTuple):
+    """The conditions of a training set: each distinct caption encoded once."""
+    captions: list[str]  # the distinct captions, sorted: row i of `table`
+    table: Tensor  # (n, ...) their encodings
+    row: Tensor  # (items,) each item's row
+    null: Tensor  # (1, ...) the null (unconditional) condition
+
+
+def caption_conditions(decoders: Decoders, modality: Modality, captions: Sequence[str]) -> CaptionTable:
     unique = sorted(set(captions))
     table = torch.cat([decoders.encode_captions(modality, unique[i:i + 64]) for i in range(0, len(unique), 64)])
     rows = {c: i for i, c in enumerate(unique)}
-    index = torch.tensor([rows[c] for c in captions])
-    return table, index, decoders.null_cond(modality).float()
+    return CaptionTable(unique, table, torch.tensor([rows[c] for c in captions]), decoders.null_cond(modality).float())
 
 
 def train_unet(decoders: Decoders, pipe: DiffusionPipeline, spec: DecoderSpec, media: WorldMedia,
@@ -605,8 +610,8 @@ def train_unet(decoders: Decoders, pipe: DiffusionPipeline, spec: DecoderSpec, m
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config, prediction_type=settings.prediction,
                                           rescale_betas_zero_snr=settings.zero_terminal_snr)
     scale = pipe.vae.config.scaling_factor
-    table, row, null = caption_conditions(decoders, spec.modality, media.captions)
-    opposite = opposite_rows(sorted(set(media.captions))) if settings.sign_contrast else None
+    captions, table, row, null = caption_conditions(decoders, spec.modality, media.captions)
+    opposite = opposite_rows(captions) if settings.sign_contrast else None
     video = spec.pipeline == "TextToVideoSDPipeline"
     alphas = scheduler.alphas_cumprod
     snr = alphas / (1.0 - alphas)  # (T,) signal-to-noise ratio of every timestep
