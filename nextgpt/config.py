@@ -65,6 +65,7 @@ class EncoderConfig:
     image_size: int = 224  # ImageBind's fixed vision input (images are resized to it)
     patch_size: int = 14  # spatial patch; temporal patch is 2 frames
     video_clips: int = 5  # clips of 2 frames averaged per video, as ImageBind does
+    video_crops: int = 1  # 1: centre crop of each frame; 3: ImageBind's 3 spatial crops per clip (official)
     audio_clips: int = 3  # 2 s clips averaged per sound
     audio_clip_seconds: float = 2.0
     audio_sample_rate: int = 16000
@@ -267,7 +268,7 @@ def _nextgpt_7b() -> NextGPTConfig:
             lora_alpha=32,
             lora_dropout=0.1,
         ),
-        encoder=EncoderConfig(),
+        encoder=EncoderConfig(video_crops=3),
         projector=ProjectorConfig(),
         decoders=(
             # order = the official vocabulary order: <Img> </Img> [IMG0-3] [VID0-23] [AUD0-7]

@@ -222,14 +222,41 @@ def clip_frame_indices(num_frames: int, num_clips: int) -> np.ndarray:
     return np.clip(np.stack([first, last], axis=1), 0, num_frames - 1).astype(int)  # (clips, 2)
 
 
-def video_to_tensor(frames: np.ndarray, size: int, num_clips: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (clips, 3, 2, size, size): evenly spaced 2-frame clips, frames as images."""
+def video_to_tensor(frames: np.ndarray, size: int, num_clips: int, num_crops: int = 1) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (clips * crops, 3, 2, size, size): evenly spaced 2-frame clips.
+
+    num_crops 1: each frame as an image (bicubic resize, centre crop). num_crops 3: ImageBind's own video
+    path: short side scaled to `size` (bilinear), then three crops along the long side (start, centre, end),
+    so the embedding averages 5 clips x 3 crops as ImageBind-huge was used in the official release.
+    """
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got {frames.shape}")
+    if num_crops not in (1, 3):
+        raise ValueError(f"num_crops must be 1 or 3, not {num_crops}")
     idx = clip_frame_indices(frames.shape[0], num_clips)  # (clips, 2)
-    done = {int(i): image_to_tensor(frames[i], size) for i in np.unique(idx)}
-    clips = torch.stack([torch.stack([done[int(i)] for i in pair], dim=1) for pair in idx])
-    return clips  # (clips, 3, 2, S, S)
+    if num_crops == 1:
+        done = {int(i): image_to_tensor(frames[i], size) for i in np.unique(idx)}
+        return torch.stack([torch.stack([done[int(i)] for i in pair], dim=1) for pair in idx])  # (clips, 3, 2, S, S)
+    clips = torch.from_numpy(np.ascontiguousarray(frames[idx])).float().div(255.0)  # (clips, 2, H, W, 3)
+    clips = clips.permute(0, 4, 1, 2, 3)  # (clips, 3, 2, H, W)
+    h, w = clips.shape[-2:]
+    new_h, new_w = (int(h * size / w), size) if w < h else (size, int(w * size / h))
+    n, c, t = clips.shape[:3]
+    scaled = torch.nn.functional.interpolate(clips.reshape(n * c, t, h, w), size=(new_h, new_w), mode="bilinear",
+                                             align_corners=False).reshape(n, c, t, new_h, new_w)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1, 1)
+    scaled = (scaled - mean) / std
+    crops = []
+    for clip in scaled:
+        for where in (0, 1, 2):  # start, centre, end of the long side
+            top, left = (new_h - size + 1) // 2, (new_w - size + 1) // 2
+            if new_h > new_w:
+                top = (0, top, new_h - size)[where]
+            else:
+                left = (0, left, new_w - size)[where]
+            crops.append(clip[..., top : top + size, left : left + size])
+    return torch.stack(crops)  # (clips * 3, 3, 2, S, S)
 
 
 def audio_clip_bounds(num_samples: int, cfg: EncoderConfig) -> list[tuple[int, int]]:
@@ -351,7 +378,7 @@ class MediaEncoder(nn.Module):
         if modality == Modality.IMAGE:
             return image_to_tensor(item, self.cfg.image_size)
         if modality == Modality.VIDEO:
-            return video_to_tensor(item, self.cfg.image_size, self.cfg.video_clips)
+            return video_to_tensor(item, self.cfg.image_size, self.cfg.video_clips, self.cfg.video_crops)
         return audio_to_tensor(item, self.cfg, self.fbank)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -443,7 +470,7 @@ def load_official_imagebind(
     pth = Path(pth)
     if pth.is_dir() and (pth / ENCODER_FILE).is_file():
         return MediaEncoder.load(pth, cfg, device=device, dtype=dtype)
-    if not pth.is_file():
+    if out_folder is None and not pth.is_file():
         raise FileNotFoundError(f"ImageBind checkpoint not found: {pth}")
     folder = Path(out_folder) if out_folder is not None else imagebind_cache_folder(pth)
     target = folder / ENCODER_FILE
