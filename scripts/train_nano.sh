@@ -43,3 +43,5 @@ for m in video image audio; do
     $PY scripts/align_projectors.py --data "$DATA" --checkpoint "$OUT" --modality $m --limit $limit --steps 4000 --fresh \
         --run-dir runs/projectors_std_$m
 done
+# the stages write the projections and LoRA in fp32 (each starts from the last one's); shipped in fp16, loaded as fp32
+$PY scripts/checkpoint_fp16.py "$OUT"
