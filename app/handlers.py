@@ -172,6 +172,7 @@ class Session:
 
     id: str = field(default_factory=new_session_id)  # random: names the session's media folder
     turns: list[Turn] = field(default_factory=list)
+    inbox: list[Any] = field(default_factory=list)  # messages sent while a reply was generating, oldest first
 
     def messages(self, upto: Turn) -> list[dict[str, Any]]:
         """The model's input for `upto`: earlier good turns with their replies (minus uploads whose files have
@@ -220,6 +221,9 @@ def chatbot(session: Session | None) -> list[dict[str, Any]]:
     for turn in session.turns if session else []:
         messages.append({"role": "user", "content": [display_part(p) for p in turn.user] or ["_(nothing)_"]})
         messages.append({"role": "assistant", "content": turn.display()})
+    for message in session.inbox if session else []:
+        text, files = _parse_message(message)
+        messages.append({"role": "user", "content": [{"path": f} for f in files] + ([text] if text else [])})
     return messages
 
 
@@ -261,7 +265,40 @@ class ChatHandlers:
         """The chat as it stands (a cancelled turn is marked as stopped)."""
         return chatbot(self._session(session) if session is not None else None)
 
+    def stop(self, session: Session | None) -> list[dict[str, Any]]:
+        """After Stop: the cancelled turn and every message still waiting in the inbox show as stopped (kept
+        in the chat, so Regenerate can answer the last one)."""
+        if session is None:
+            return chatbot(None)
+        session = self._session(session)
+        while session.inbox:
+            text, files = _parse_message(session.inbox.pop(0))
+            user, problems = self._user_parts(session, text, [(f, None) for f in files])
+            session.turns.append(Turn(user=user, error="; ".join(problems) or None, done=True, stopped=True))
+        return chatbot(session)
+
     # ---- chat --------------------------------------------------------------------------------------
+    def enqueue(self, message: Any, session: Session | None) -> tuple[list, Session, None]:
+        """Take a message out of the textbox into the session's inbox -> (chatbot, session, cleared textbox).
+
+        Runs at once, also while a reply is generating (it must not touch the turn being answered);
+        `answer_inbox` answers the inbox in order.
+        """
+        if session is None:
+            self.output.sweep()
+            session = Session()
+        text, files = _parse_message(message)
+        if text or files:
+            session.inbox.append({"text": text, "files": files})
+        return chatbot(session), session, None
+
+    def answer_inbox(self, session: Session | None, *settings: Any) -> Iterator[tuple[list, Session]]:
+        """Answer every waiting message of the inbox, oldest first -> streamed (chatbot, session)."""
+        session = self._session(session)
+        yield chatbot(session), session
+        while session.inbox:
+            yield from self.chat(session.inbox.pop(0), session, *settings)
+
     def chat(self, message: Any, session: Session | None, *settings: Any) -> Iterator[tuple[list, Session]]:
         """One user message (text and uploads) -> streamed (chatbot, session)."""
         session = self._session(session)
@@ -271,8 +308,9 @@ class ChatHandlers:
             return
         yield from self._user_turn(session, text, [(f, None) for f in files], settings)
 
-    def _user_turn(self, session: Session, text: str, files: list[tuple[str | Path, str | None]],
-                   settings: Sequence[Any]) -> Iterator[tuple[list, Session]]:
+    def _user_parts(self, session: Session, text: str, files: list[tuple[str | Path, str | None]]
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """(engine content parts of a user message, problems with its uploads); uploads are copied in."""
         user, problems = [], []
         for path, shown in files:
             try:
@@ -281,6 +319,11 @@ class ChatHandlers:
                 problems.append(str(err))
         if text:
             user.append({"type": "text", "text": text})
+        return user, problems
+
+    def _user_turn(self, session: Session, text: str, files: list[tuple[str | Path, str | None]],
+                   settings: Sequence[Any]) -> Iterator[tuple[list, Session]]:
+        user, problems = self._user_parts(session, text, files)
         yield from self._run(session, Turn(user=user, error="; ".join(problems) or None), settings)
 
     def _run(self, session: Session, turn: Turn, values: Sequence[Any]) -> Iterator[tuple[list, Session]]:

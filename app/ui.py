@@ -76,7 +76,6 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
     with gr.Blocks(title="NExT-GPT", delete_cache=(max(60, ttl // 4), ttl)) as demo:
         session = gr.State(None, delete_callback=lambda s: output.remove(s.id) if s is not None else None)
-        pending = gr.State(None)  # the message being answered, taken out of the textbox
         gr.Markdown("# NExT-GPT · any-to-any chat")
         info = gr.Markdown(h.info, elem_id="model-info")
 
@@ -123,17 +122,21 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
         chat, regenerate = _named(h.chat, "message", "session"), _named(h.regenerate, "session")
         run_example = _named(h.run_example, "example", "session")
-        submitted = textbox.submit(lambda m: (m, None), [textbox], [pending, textbox], queue=False,
+        # a message goes to the session's inbox at once (also while a reply is generating); the answering
+        # event is deferred, not dropped, while one runs ("always_last": gradio's default "once" skips a
+        # trigger while the same event is pending, which lost messages), and answers the inbox in order
+        submitted = textbox.submit(h.enqueue, [textbox, session], [chat_box, session, textbox], queue=False,
                                    api_visibility="private")
+        answer_inbox = _named(h.answer_inbox, "session")
         runs = [
-            submitted.then(chat, [pending, session, *settings], [chat_box, session], api_name="chat_ui",
-                           api_visibility="private", **_MODEL_EVENT),
+            submitted.then(answer_inbox, [session, *settings], [chat_box, session], api_name="chat_ui",
+                           api_visibility="private", trigger_mode="always_last", **_MODEL_EVENT),
             regen.click(regenerate, [session, *settings], [chat_box, session], api_name="regenerate",
                         **_MODEL_EVENT),
             examples.click(run_example, [examples, session, *settings], [chat_box, session], api_name="example",
                            **_MODEL_EVENT),
         ]
-        # the /chat endpoint takes the textbox value itself (API clients have no pending message)
+        # the /chat endpoint takes the textbox value itself (API clients have no inbox)
         api_chat = gr.Button(visible=False)
         runs.append(api_chat.click(chat, [textbox, session, *settings], [chat_box, session], api_name="chat",
                                    **_MODEL_EVENT))
@@ -145,8 +148,8 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
         stop.click(None, None, None, cancels=runs[:4])
         for event in runs:
             event.then(refresh_turns, [session], [turn], api_visibility="private")
-        # after Stop the session may hold a half-finished turn: show it as stopped
-        stop.click(h.show, [session], [chat_box], api_visibility="private")
+        # after Stop the session may hold a half-finished turn and waiting messages: show them as stopped
+        stop.click(h.stop, [session], [chat_box], api_visibility="private")
 
         # ---- events: evaluation ----------------------------------------------------------------------
         eval_tab.select(refresh_turns, [session], [turn], api_visibility="private")

@@ -87,6 +87,10 @@ def send(driver, text: str) -> None:
     box.send_keys(Keys.ENTER)
 
 
+def message_box(driver):
+    return driver.find_element(By.CSS_SELECTOR, "#message textarea")
+
+
 def chat_text(driver) -> str:
     return driver.find_element(By.ID, "chat").text
 
@@ -140,3 +144,23 @@ def test_score_a_turn_in_the_evaluation_tab(served, browser):
         rows = conn.execute("SELECT evaluator, score, comment, category, conversion, preset FROM scores").fetchall()
     assert rows == [("selenium", 9, "a clear circle", "T->I", "T->I", "nano")]
     wait(browser, lambda d: "T->I" in d.find_element(By.ID, "summary-table").text)
+
+
+def test_messages_sent_while_a_reply_generates_are_answered_in_order(served, browser):
+    url, model, _ = served
+    open_app(browser, url)
+    for answer in ("First answer.", "Second answer.", "Third answer."):
+        model.llm.queue_reply(answer)
+    model.llm.step_seconds = 0.25  # each reply takes ~1 s
+    try:
+        send(browser, "one")
+        wait(browser, lambda d: "First" in chat_text(d))  # the first reply is streaming
+        for text in ("two", "three"):
+            send(browser, text)
+            wait(browser, lambda d: message_box(d).get_attribute("value") == "", timeout=5)  # taken, not lost
+        wait(browser, lambda d: "Third answer." in chat_text(d), timeout=30)
+    finally:
+        model.llm.step_seconds = 0.0
+    text = chat_text(browser)
+    order = [text.find(s) for s in ("one", "First answer.", "two", "Second answer.", "three", "Third answer.")]
+    assert -1 not in order and order == sorted(order), text

@@ -236,6 +236,35 @@ def test_regenerate_undo_clear_and_stop(tmp_path):
     assert chat == [] and fresh.id != session.id and not folder.exists()
 
 
+def test_messages_sent_while_a_reply_generates_wait_in_the_inbox(tmp_path, uploads):
+    h = fake_handlers(tmp_path)
+    chat, session, cleared = h.enqueue({"text": "Draw a cat", "files": []}, None)
+    assert cleared is None and texts(chat[-1]) == "Draw a cat"
+    gen = h.answer_inbox(session, *DEFAULT_SETTINGS)
+    next(gen), next(gen)  # the first reply is streaming; two more messages arrive meanwhile
+    for message in ({"text": "Play a tone", "files": []}, {"text": "", "files": [str(uploads["image"])]}):
+        chat, session, _ = h.enqueue(message, session)
+    assert not session.turns[0].done  # enqueue leaves the turn being answered alone
+    assert [m["role"] for m in chat] == ["user", "assistant", "user", "user"]
+    assert texts(chat[2]) == "Play a tone" and files(chat[3]) == [uploads["image"]]
+    chat, session, _ = run(gen)
+    assert session.inbox == [] and [m["role"] for m in chat] == ["user", "assistant"] * 3
+    said = [" ".join(p.get("text", p["type"]) for p in seen[-1]["content"]) for seen in h.model.seen]
+    assert said == ["Draw a cat", "Play a tone", "image"]  # answered in the order sent
+    assert all(t.done and not t.stopped for t in session.turns)
+    # Stop while messages wait: they stay in the chat, marked as stopped, and are not answered later
+    h.enqueue({"text": "Make a video", "files": []}, session)
+    h.enqueue({"text": "", "files": []}, session)  # an empty message is not queued
+    gen = h.answer_inbox(session, *DEFAULT_SETTINGS)
+    next(gen), next(gen), next(gen)  # "Make a video" is being answered
+    h.enqueue({"text": "and another", "files": []}, session)
+    gen.close()
+    chat = h.stop(session)
+    assert texts(chat[-1]) == "_Stopped._" and texts(chat[-2]) == "and another"
+    assert texts(chat[-4]) == "Make a video" and "_Stopped._" in texts(chat[-3])
+    assert session.inbox == [] and len(h.model.seen) == 4
+
+
 def test_sessions_do_not_share_history_or_folders(tmp_path):
     h = fake_handlers(tmp_path)
     _, a, _ = run(h.chat("Draw a red circle", None, *DEFAULT_SETTINGS))
