@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import math
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -42,6 +43,8 @@ DEFAULT_SETTINGS = tuple(value for _, value in SETTINGS)
 USER_ERRORS = (MediaError, ModelUnavailableError, ConversationError, ValueError)  # message shown as is
 _LETTER = {Modality.IMAGE: "I", Modality.AUDIO: "A", Modality.VIDEO: "V"}
 _PLURAL = {Modality.IMAGE: "images", Modality.AUDIO: "audio", Modality.VIDEO: "video"}
+_NOUN = {Modality.IMAGE: "image", Modality.AUDIO: "sound", Modality.VIDEO: "video"}
+_SEED, _TEMPERATURE = ([name for name, _ in SETTINGS].index(n) for n in ("seed", "temperature"))
 
 
 # ---- settings ----------------------------------------------------------------------------------------
@@ -145,6 +148,7 @@ class Turn:
     user: list[dict[str, Any]]  # engine content parts; media paths inside the session folder
     text: str = ""  # the reply's text (grows while streaming)
     media: list[dict[str, Any]] = field(default_factory=list)  # generated media parts
+    coming: list[Modality] = field(default_factory=list)  # media being decoded (shown as placeholders)
     notices: list[str] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)  # repaired signal tokens (logged, not shown)
     error: str | None = None  # shown instead of a reply; the turn is left out of the model's history
@@ -159,10 +163,12 @@ class Turn:
         if self.error is not None:
             return [f"⚠️ {self.error}"]
         notes = self.notices + (["Stopped."] if self.stopped else [])
-        text = self.text or ("…" if not self.done else "")
+        text = self.text or ("…" if not self.done and not self.coming else "")
         if notes:
             text = (text + "\n\n" if text else "") + "\n".join(f"_{n}_" for n in notes)
         content = ([text] if text else []) + [display_part(p) for p in self.media]
+        if not self.done:
+            content += [f"_Generating {_NOUN[m]}…_" for m in self.coming]
         return content or ["_(empty reply)_"]
 
 
@@ -345,12 +351,16 @@ class ChatHandlers:
         try:
             for event in self.model.stream(session.messages(turn), settings):
                 if event.reply is not None:
+                    turn.coming = []
                     turn.text = event.reply.text
                     turn.notices += event.reply.notices
                     turn.issues = list(event.reply.signal_issues)
                     turn.media = self.output.save_reply(session.id, event.reply)
                 elif event.delta:
                     turn.text += event.delta
+                    yield chatbot(session), session
+                elif event.coming:
+                    turn.coming = [Modality(m) for m in event.coming]
                     yield chatbot(session), session
         except USER_ERRORS as err:
             turn.error = str(err)
@@ -376,13 +386,25 @@ class ChatHandlers:
                 return
 
     def regenerate(self, session: Session | None, *settings: Any) -> Iterator[tuple[list, Session]]:
-        """Answer the last user message again (with the current settings)."""
+        """Answer the last user message again with the current settings and a new random seed (said in the
+        reply), so that sampled text and the media come out differently."""
         session = self._session(session)
         if not session.turns:
             yield chatbot(session), session
             return
         last = session.turns.pop()
-        yield from self._run(session, Turn(user=list(last.user)), settings)
+        values = list(settings) + list(DEFAULT_SETTINGS[len(settings):])
+        seed = random.randrange(2**31)
+        while seed == last.settings.get("seed"):
+            seed = random.randrange(2**31)
+        values[_SEED] = seed
+        turn = Turn(user=list(last.user), notices=[f"Regenerated with seed {seed}."])
+        try:
+            if float(values[_TEMPERATURE]) == 0:  # greedy text does not depend on the seed
+                turn.notices[0] += " At temperature 0 the text stays the same; raise it in Settings to vary it."
+        except (TypeError, ValueError):
+            pass  # _run reports the bad setting
+        yield from self._run(session, turn, values)
 
     def undo(self, session: Session | None) -> tuple[list, Session]:
         """Forget the last turn (user message and reply)."""

@@ -86,9 +86,11 @@ class FakeModel:
         self.can_generate = set(can_generate)
         self.error = error
         self.seen: list[list[dict[str, Any]]] = []
+        self.settings: list[GenerationSettings | None] = []
 
     def stream(self, messages, settings: GenerationSettings | None = None):
         self.seen.append(messages)
+        self.settings.append(settings)
         if self.error is not None:
             raise self.error
         said = " ".join(p.get("text", "") for p in messages[-1]["content"]).lower()
@@ -143,7 +145,12 @@ def test_several_files_in_one_turn(handlers, model, uploads):
 
 def test_each_generated_type_is_shown_inline(handlers, model):
     model.llm.queue_reply(f"Here. {SIGNALS[Modality.IMAGE]} {SIGNALS[Modality.AUDIO]} {SIGNALS[Modality.VIDEO]}")
-    chat, session, _ = run(handlers.chat("Draw, play and film it.", None, *DEFAULT_SETTINGS))
+    updates = list(handlers.chat("Draw, play and film it.", None, *DEFAULT_SETTINGS))
+    # while the decoders run, the bubble says what is coming; the finished one does not
+    waiting = [texts(c[1]) for c, _ in updates if "Generating" in texts(c[1])]
+    assert waiting == ["Here. _Generating image…_ _Generating sound…_ _Generating video…_"]
+    chat, session = updates[-1]
+    assert "Generating" not in texts(chat[1])
     produced = files(chat[1])
     assert [p.suffix for p in produced] == [".png", ".wav", ".mp4"]
     assert all(handlers.output.owns(p) for p in produced)
@@ -222,6 +229,14 @@ def test_regenerate_undo_clear_and_stop(tmp_path):
     chat, session, _ = run(h.regenerate(session, *DEFAULT_SETTINGS))
     assert len(chat) == 2 and len(files(chat[1])) == 1 and len(h.model.seen) == 2
     assert h.model.seen[0] == h.model.seen[1]  # the same user message again
+    seeds = [h.model.settings[0].seed, h.model.settings[1].seed]
+    assert seeds[0] == 0 and seeds[1] != 0 and f"Regenerated with seed {seeds[1]}." in texts(chat[1])
+    assert "temperature 0" in texts(chat[1])
+    warm = list(DEFAULT_SETTINGS)
+    warm[0] = 0.7
+    chat, session, _ = run(h.regenerate(session, *warm))
+    assert h.model.settings[2].seed not in seeds[1:] and "temperature 0" not in texts(chat[1])
+    assert session.turns[0].settings["seed"] == h.model.settings[2].seed  # stored with the turn's scores
     chat, session = h.undo(session)
     assert chat == [] and session.turns == []
     # Stop: the event's generator is abandoned mid-stream; the next event shows the turn as stopped
