@@ -111,8 +111,19 @@ def world_note() -> str:
     )
 
 
+def headline(model: Any, note: str = "") -> str:
+    """The short Markdown above the chat: preset, what this checkpoint reads and writes, and the note."""
+    reads, writes = capabilities(model)
+    lines = [f"**{model.cfg.name}** · reads {', '.join(reads)} · writes {', '.join(writes)}"]
+    if not model.can_encode:
+        lines.append("Uploads are not read by this checkpoint yet: send text.")
+    if note:
+        lines.append(f"**{note}**")
+    return "\n\n".join(lines)
+
+
 def describe(model: Any, version: str, note: str = "") -> str:
-    """The Markdown shown above the chat: preset, version, what this checkpoint reads and writes."""
+    """The Markdown of the About section (and /info): preset, version, what this checkpoint reads and writes."""
     reads, writes = capabilities(model)
     lines = [f"**Preset `{model.cfg.name}`** · model version `{version}` · this checkpoint reads: "
              f"{', '.join(reads)} · writes: {', '.join(writes)}"]
@@ -256,6 +267,8 @@ class ChatHandlers:
         self.store = store
         self.version = version or model_version(model)
         self.info = describe(model, self.version, note)
+        self.headline = headline(model, note)
+        self.welcome = world_note() if model.cfg.name == "nano" else ""  # shown in the empty chat
         self.examples_dir = examples_dir
 
     def _session(self, session: Session | None) -> Session:

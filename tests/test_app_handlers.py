@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.examples import ASSETS, EXAMPLES, EXAMPLES_DIR
+from app.examples import ASSETS, EXAMPLES, EXAMPLES_DIR, THUMBNAILS, thumbnail
 from app.handlers import DEFAULT_SETTINGS, ChatHandlers, Session, conversion, describe, make_settings
 from app.media import OutputRoot
 from app.standin import STANDIN_NOTE, tiny_model
@@ -312,7 +312,11 @@ def test_conversion_types(user, produced, expected):
 
 
 def test_every_example_runs_and_shows_its_conversion(tmp_path):
-    assert sorted(p.name for p in EXAMPLES_DIR.iterdir()) == sorted(ASSETS)
+    assert sorted(p.name for p in EXAMPLES_DIR.iterdir()) == sorted([*ASSETS, THUMBNAILS])
+    for example in EXAMPLES:  # every slot has its thumbnail, as make_assets draws it
+        np.testing.assert_array_equal(load_image(example.thumbnail_path)[0], thumbnail(example.thumbnail))
+    assert [e.title for e in EXAMPLES[:4]] == ["Describe a picture", "Draw something", "Make a sound",
+                                               "Edit my picture"]
     h = fake_handlers(tmp_path)
     for index, example in enumerate(EXAMPLES):
         chat, session, _ = run(h.run_example(index, None, *DEFAULT_SETTINGS))
