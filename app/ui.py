@@ -25,7 +25,9 @@ from app.store import ScoreStore
 # generated media are small (64 px nano images, 1 s clips): shown large with square pixels, videos looping;
 # Stop/Regenerate/Undo/Clear compact enough to share one row on a phone
 CSS = """
-#chat .image-frame img, #chat img[src*="out-"] { width: 256px; max-width: 100%; height: auto; image-rendering: pixelated; }
+#chat .image-frame img, #chat img[src*="out-"] {
+  width: 256px; max-width: 100%; height: auto; object-fit: contain; image-rendering: pixelated;
+}
 #chat .image-container:fullscreen img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 #chat video { width: 320px; max-width: 100%; height: auto; image-rendering: pixelated; }
 #chat .wrap:not(:hover) > .controls { opacity: 0; }

@@ -257,10 +257,11 @@ def test_media_show_placeholders_then_large_and_looping(served, browser, tmp_pat
     wait(browser, lambda d: "Generating" not in chat_text(d))
     image = generated_images(browser)[0]
     wait(browser, lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image))
-    width, natural, rendering = browser.execute_script(
+    width, natural, rendering, fit = browser.execute_script(
         "const i = arguments[0]; return [i.getBoundingClientRect().width, i.naturalWidth,"
-        " getComputedStyle(i).imageRendering];", image)
+        " getComputedStyle(i).imageRendering, getComputedStyle(i).objectFit];", image)
     assert natural == 32 and width == 256 and rendering == "pixelated"  # the file stays small
+    assert fit in ("contain", "fill")  # the picture fills its box (gradio's "scale-down" kept it at 32 px)
     video = browser.find_element(By.CSS_SELECTOR, "#chat video")
     wait(browser, lambda d: d.execute_script("return arguments[0].currentTime > 0", video))  # plays by itself
     loop, muted, width = browser.execute_script(
