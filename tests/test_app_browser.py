@@ -28,7 +28,8 @@ pytestmark = pytest.mark.browser
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip("needs the Debian packages chromium and chromium-driver", allow_module_level=True)
+    pytest.skip("no headless Chromium: install the Debian packages chromium and chromium-driver "
+                "(sudo apt-get install chromium chromium-driver, or `make browser` as root)", allow_module_level=True)
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
