@@ -233,7 +233,8 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            max_queue: int = MAX_QUEUE, **kwargs: Any) -> Any:
-    """demo.launch with the output root as the only extra folder files may be served from, and a bounded queue."""
+    """demo.launch with the output root as the only extra folder files may be served from, a bounded queue and
+    the app's CSS and JS (media sizes, looping videos, focus)."""
     output: OutputRoot = demo.nextgpt_output
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("js", JS)
