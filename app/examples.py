@@ -55,10 +55,6 @@ class Example:
     thumbnail: str  # a key of THUMBNAIL_ITEMS
 
     @property
-    def label(self) -> str:
-        return " / ".join(text + "".join(f" [{name}]" for name in files) for text, files in self.turns)
-
-    @property
     def thumbnail_path(self) -> Path:
         return EXAMPLES_DIR / THUMBNAILS / self.thumbnail
 
