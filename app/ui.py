@@ -28,7 +28,10 @@ CSS = """
 #chat .image-frame img, #chat img[src*="out-"] {
   width: 256px; max-width: 100%; height: auto; object-fit: contain; image-rendering: pixelated;
 }
-#chat .image-container:fullscreen img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+#chat :fullscreen .image-frame { width: 100%; }
+#chat :fullscreen img {
+  width: 100%; height: 100vh; max-width: none; max-height: none; object-fit: contain; image-rendering: pixelated;
+}
 #chat video { width: 320px; max-width: 100%; height: auto; image-rendering: pixelated; }
 #chat .wrap:not(:hover) > .controls { opacity: 0; }
 #chat .examples { grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); gap: 8px; padding: 8px; }

@@ -263,6 +263,14 @@ def test_media_show_placeholders_then_large_and_looping(served, browser, tmp_pat
         " getComputedStyle(i).imageRendering, getComputedStyle(i).objectFit];", image)
     assert natural == 32 and width == 256 and rendering == "pixelated"  # the file stays small
     assert fit in ("contain", "fill")  # the picture fills its box (gradio's "scale-down" kept it at 32 px)
+    fullscreen = browser.find_element(By.CSS_SELECTOR, "#chat .image-container button[aria-label='Fullscreen']")
+    browser.execute_script("arguments[0].scrollIntoView()", fullscreen)
+    fullscreen.click()
+    size = wait(browser, lambda d: d.execute_script(
+        "const i = document.fullscreenElement && document.fullscreenElement.querySelector('img');"
+        "return i && [i.getBoundingClientRect().height, innerHeight, getComputedStyle(i).imageRendering];"))
+    assert size[0] == size[1] and size[2] == "pixelated"  # full height in fullscreen (gradio caps it at 300 px)
+    browser.execute_script("document.exitFullscreen()")
     video = browser.find_element(By.CSS_SELECTOR, "#chat video")
     wait(browser, lambda d: d.execute_script("return arguments[0].currentTime > 0", video))  # plays by itself
     loop, muted, width = browser.execute_script(
