@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,8 +67,26 @@ def create_demo(args: argparse.Namespace) -> Any:
                       version=model_version(model, folder))
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' start-up chatter out of the server log: progress bars, deprecation notices, the
+    optional-kernel and text-encoder-type warnings (none of which a user can act on), per-request lines."""
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message="enable_nested_tensor", category=UserWarning)
+    for name in ("bitsandbytes", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for library in (transformers_logging, diffusers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     args = parse_args(argv)
     try:
         demo = create_demo(args)

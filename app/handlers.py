@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import math
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -42,6 +43,8 @@ DEFAULT_SETTINGS = tuple(value for _, value in SETTINGS)
 USER_ERRORS = (MediaError, ModelUnavailableError, ConversationError, ValueError)  # message shown as is
 _LETTER = {Modality.IMAGE: "I", Modality.AUDIO: "A", Modality.VIDEO: "V"}
 _PLURAL = {Modality.IMAGE: "images", Modality.AUDIO: "audio", Modality.VIDEO: "video"}
+_NOUN = {Modality.IMAGE: "image", Modality.AUDIO: "sound", Modality.VIDEO: "video"}
+_SEED, _TEMPERATURE = ([name for name, _ in SETTINGS].index(n) for n in ("seed", "temperature"))
 
 
 # ---- settings ----------------------------------------------------------------------------------------
@@ -108,8 +111,19 @@ def world_note() -> str:
     )
 
 
+def headline(model: Any, note: str = "") -> str:
+    """The short Markdown above the chat: preset, what this checkpoint reads and writes, and the note."""
+    reads, writes = capabilities(model)
+    lines = [f"**{model.cfg.name}** · reads {', '.join(reads)} · writes {', '.join(writes)}"]
+    if not model.can_encode:
+        lines.append("Uploads are not read by this checkpoint yet: send text.")
+    if note:
+        lines.append(f"**{note}**")
+    return "\n\n".join(lines)
+
+
 def describe(model: Any, version: str, note: str = "") -> str:
-    """The Markdown shown above the chat: preset, version, what this checkpoint reads and writes."""
+    """The Markdown of the About section (and /info): preset, version, what this checkpoint reads and writes."""
     reads, writes = capabilities(model)
     lines = [f"**Preset `{model.cfg.name}`** · model version `{version}` · this checkpoint reads: "
              f"{', '.join(reads)} · writes: {', '.join(writes)}"]
@@ -145,6 +159,7 @@ class Turn:
     user: list[dict[str, Any]]  # engine content parts; media paths inside the session folder
     text: str = ""  # the reply's text (grows while streaming)
     media: list[dict[str, Any]] = field(default_factory=list)  # generated media parts
+    coming: list[Modality] = field(default_factory=list)  # media being decoded (shown as placeholders)
     notices: list[str] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)  # repaired signal tokens (logged, not shown)
     error: str | None = None  # shown instead of a reply; the turn is left out of the model's history
@@ -159,10 +174,12 @@ class Turn:
         if self.error is not None:
             return [f"⚠️ {self.error}"]
         notes = self.notices + (["Stopped."] if self.stopped else [])
-        text = self.text or ("…" if not self.done else "")
+        text = self.text or ("…" if not self.done and not self.coming else "")
         if notes:
             text = (text + "\n\n" if text else "") + "\n".join(f"_{n}_" for n in notes)
         content = ([text] if text else []) + [display_part(p) for p in self.media]
+        if not self.done:
+            content += [f"_Generating {_NOUN[m]}…_" for m in self.coming]
         return content or ["_(empty reply)_"]
 
 
@@ -172,6 +189,7 @@ class Session:
 
     id: str = field(default_factory=new_session_id)  # random: names the session's media folder
     turns: list[Turn] = field(default_factory=list)
+    inbox: list[Any] = field(default_factory=list)  # messages sent while a reply was generating, oldest first
 
     def messages(self, upto: Turn) -> list[dict[str, Any]]:
         """The model's input for `upto`: earlier good turns with their replies (minus uploads whose files have
@@ -220,6 +238,9 @@ def chatbot(session: Session | None) -> list[dict[str, Any]]:
     for turn in session.turns if session else []:
         messages.append({"role": "user", "content": [display_part(p) for p in turn.user] or ["_(nothing)_"]})
         messages.append({"role": "assistant", "content": turn.display()})
+    for message in session.inbox if session else []:
+        text, files = _parse_message(message)
+        messages.append({"role": "user", "content": [{"path": f} for f in files] + ([text] if text else [])})
     return messages
 
 
@@ -246,6 +267,8 @@ class ChatHandlers:
         self.store = store
         self.version = version or model_version(model)
         self.info = describe(model, self.version, note)
+        self.headline = headline(model, note)
+        self.welcome = world_note() if model.cfg.name == "nano" else ""  # shown in the empty chat
         self.examples_dir = examples_dir
 
     def _session(self, session: Session | None) -> Session:
@@ -261,7 +284,40 @@ class ChatHandlers:
         """The chat as it stands (a cancelled turn is marked as stopped)."""
         return chatbot(self._session(session) if session is not None else None)
 
+    def stop(self, session: Session | None) -> list[dict[str, Any]]:
+        """After Stop: the cancelled turn and every message still waiting in the inbox show as stopped (kept
+        in the chat, so Regenerate can answer the last one)."""
+        if session is None:
+            return chatbot(None)
+        session = self._session(session)
+        while session.inbox:
+            text, files = _parse_message(session.inbox.pop(0))
+            user, problems = self._user_parts(session, text, [(f, None) for f in files])
+            session.turns.append(Turn(user=user, error="; ".join(problems) or None, done=True, stopped=True))
+        return chatbot(session)
+
     # ---- chat --------------------------------------------------------------------------------------
+    def enqueue(self, message: Any, session: Session | None) -> tuple[list, Session, None]:
+        """Take a message out of the textbox into the session's inbox -> (chatbot, session, cleared textbox).
+
+        Runs at once, also while a reply is generating (it must not touch the turn being answered);
+        `answer_inbox` answers the inbox in order.
+        """
+        if session is None:
+            self.output.sweep()
+            session = Session()
+        text, files = _parse_message(message)
+        if text or files:
+            session.inbox.append({"text": text, "files": files})
+        return chatbot(session), session, None
+
+    def answer_inbox(self, session: Session | None, *settings: Any) -> Iterator[tuple[list, Session]]:
+        """Answer every waiting message of the inbox, oldest first -> streamed (chatbot, session)."""
+        session = self._session(session)
+        yield chatbot(session), session
+        while session.inbox:
+            yield from self.chat(session.inbox.pop(0), session, *settings)
+
     def chat(self, message: Any, session: Session | None, *settings: Any) -> Iterator[tuple[list, Session]]:
         """One user message (text and uploads) -> streamed (chatbot, session)."""
         session = self._session(session)
@@ -271,8 +327,9 @@ class ChatHandlers:
             return
         yield from self._user_turn(session, text, [(f, None) for f in files], settings)
 
-    def _user_turn(self, session: Session, text: str, files: list[tuple[str | Path, str | None]],
-                   settings: Sequence[Any]) -> Iterator[tuple[list, Session]]:
+    def _user_parts(self, session: Session, text: str, files: list[tuple[str | Path, str | None]]
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """(engine content parts of a user message, problems with its uploads); uploads are copied in."""
         user, problems = [], []
         for path, shown in files:
             try:
@@ -281,6 +338,11 @@ class ChatHandlers:
                 problems.append(str(err))
         if text:
             user.append({"type": "text", "text": text})
+        return user, problems
+
+    def _user_turn(self, session: Session, text: str, files: list[tuple[str | Path, str | None]],
+                   settings: Sequence[Any]) -> Iterator[tuple[list, Session]]:
+        user, problems = self._user_parts(session, text, files)
         yield from self._run(session, Turn(user=user, error="; ".join(problems) or None), settings)
 
     def _run(self, session: Session, turn: Turn, values: Sequence[Any]) -> Iterator[tuple[list, Session]]:
@@ -302,12 +364,16 @@ class ChatHandlers:
         try:
             for event in self.model.stream(session.messages(turn), settings):
                 if event.reply is not None:
+                    turn.coming = []
                     turn.text = event.reply.text
                     turn.notices += event.reply.notices
                     turn.issues = list(event.reply.signal_issues)
                     turn.media = self.output.save_reply(session.id, event.reply)
                 elif event.delta:
                     turn.text += event.delta
+                    yield chatbot(session), session
+                elif event.coming:
+                    turn.coming = [Modality(m) for m in event.coming]
                     yield chatbot(session), session
         except USER_ERRORS as err:
             turn.error = str(err)
@@ -333,13 +399,25 @@ class ChatHandlers:
                 return
 
     def regenerate(self, session: Session | None, *settings: Any) -> Iterator[tuple[list, Session]]:
-        """Answer the last user message again (with the current settings)."""
+        """Answer the last user message again with the current settings and a new random seed (said in the
+        reply), so that sampled text and the media come out differently."""
         session = self._session(session)
         if not session.turns:
             yield chatbot(session), session
             return
         last = session.turns.pop()
-        yield from self._run(session, Turn(user=list(last.user)), settings)
+        values = list(settings) + list(DEFAULT_SETTINGS[len(settings):])
+        seed = random.randrange(2**31)
+        while seed == last.settings.get("seed"):
+            seed = random.randrange(2**31)
+        values[_SEED] = seed
+        turn = Turn(user=list(last.user), notices=[f"Regenerated with seed {seed}."])
+        try:
+            if float(values[_TEMPERATURE]) == 0:  # greedy text does not depend on the seed
+                turn.notices[0] += " At temperature 0 the text stays the same; raise it in Settings to vary it."
+        except (TypeError, ValueError):
+            pass  # _run reports the bad setting
+        yield from self._run(session, turn, values)
 
     def undo(self, session: Session | None) -> tuple[list, Session]:
         """Forget the last turn (user message and reply)."""

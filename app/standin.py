@@ -12,6 +12,7 @@ it as a random-weight model (`STANDIN_NOTE`) and never as a working one.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import deque
 from typing import Any
 
@@ -56,6 +57,7 @@ class ScriptedLLM(nn.Module):
 
     The prompt pass (`inputs_embeds`) starts the next queued reply; the hidden-state pass over a finished
     reply (`output_hidden_states=True`) is left alone, so the output projectors see the real LM's states.
+    `step_seconds` slows every generation step down (tests of what happens while a reply is generating).
     """
 
     def __init__(self, llm: nn.Module, tokenizer: Any, stop_token: str = "<|im_end|>") -> None:
@@ -66,6 +68,7 @@ class ScriptedLLM(nn.Module):
         self.replies: deque[list[int]] = deque()
         self._script: list[int] | None = None
         self._pos = 0
+        self.step_seconds = 0.0
 
     def queue_reply(self, text: str) -> None:
         """The next reply, as text; signal tokens such as [IMG0] in it become their special ids."""
@@ -82,6 +85,8 @@ class ScriptedLLM(nn.Module):
         out = self.llm(input_ids=input_ids, inputs_embeds=inputs_embeds, **kwargs)
         if kwargs.get("output_hidden_states"):
             return out
+        if self.step_seconds:
+            time.sleep(self.step_seconds)
         if inputs_embeds is not None:  # a new prompt: the next queued reply, if any
             self._script = self.replies.popleft() if self.replies else None
             self._pos = 0

@@ -22,6 +22,57 @@ from app.handlers import SETTINGS, ChatHandlers
 from app.media import OutputRoot
 from app.store import ScoreStore
 
+# generated media are small (64 px nano images, 1 s clips): shown large with square pixels, videos looping;
+# Stop/Regenerate/Undo/Clear compact enough to share one row on a phone
+CSS = """
+#chat .image-frame img, #chat img[src*="out-"] {
+  width: 256px; max-width: 100%; height: auto; object-fit: contain; image-rendering: pixelated;
+}
+#chat :fullscreen .image-frame { width: 100%; }
+#chat :fullscreen img {
+  width: 100%; height: 100vh; max-width: none; max-height: none; object-fit: contain; image-rendering: pixelated;
+}
+#chat video { width: 320px; max-width: 100%; height: auto; image-rendering: pixelated; }
+#chat .wrap:not(:hover) > .controls { opacity: 0; }
+#chat .examples { grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); gap: 8px; padding: 8px; }
+#chat .example { padding: 8px; }
+#chat .example-content { flex-direction: row; align-items: center; gap: 10px; }
+#chat .example-text-content { margin-top: 0; }
+#chat .example-image-container { width: 48px; height: 48px; flex-shrink: 0; }
+#chat .example-image-container img { object-fit: contain; image-rendering: pixelated; }
+@media (max-width: 640px) {
+  #chat .examples { grid-template-columns: 1fr 1fr; padding: 4px; gap: 6px; }
+  #chat .example-image-container { width: 36px; height: 36px; }
+  #chat .example-text, #chat .placeholder p { font-size: var(--text-sm); }
+  #chat .placeholder { padding: 0 4px; }
+  #header h2 { font-size: var(--text-xl); }
+}
+#actions { flex-wrap: nowrap; gap: 6px; }
+#actions button { flex: 0 1 auto; min-width: 0; }
+#header h2 { margin: 0; }
+#chat .placeholder { text-align: center; padding: 0 10%; }
+"""
+# generated videos loop, muted (so that browsers let them play by themselves); the textbox takes the focus on
+# wide screens only (on a phone that would scroll the page and open the keyboard)
+JS = """
+() => {
+  const ready = (video) => {
+    if (video.dataset.nextgpt) return;
+    video.dataset.nextgpt = "1";
+    video.muted = true; video.loop = true; video.autoplay = true; video.playsInline = true;
+    video.play().catch(() => {});
+  };
+  new MutationObserver(() => document.querySelectorAll("#chat video").forEach(ready))
+    .observe(document.body, {childList: true, subtree: true});
+  if (window.matchMedia("(min-width: 768px)").matches) {
+    const focus = () => {
+      const box = document.querySelector("#message textarea");
+      if (box) box.focus({preventScroll: true}); else setTimeout(focus, 200);
+    };
+    focus();
+  }
+}
+"""
 MAX_UPLOAD = "50mb"
 MAX_QUEUE = 64  # requests waiting for the model beyond this are refused at once ("Queue is full")
 _MODEL_EVENT = {"concurrency_id": "model", "concurrency_limit": 1}  # one model: one generation at a time
@@ -76,28 +127,28 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
     with gr.Blocks(title="NExT-GPT", delete_cache=(max(60, ttl // 4), ttl)) as demo:
         session = gr.State(None, delete_callback=lambda s: output.remove(s.id) if s is not None else None)
-        pending = gr.State(None)  # the message being answered, taken out of the textbox
-        gr.Markdown("# NExT-GPT · any-to-any chat")
-        info = gr.Markdown(h.info, elem_id="model-info")
+        gr.Markdown("## NExT-GPT · any-to-any chat", elem_id="header")
+        gr.Markdown(h.headline, elem_id="model-info")
 
         with gr.Tab("Chat", id="chat"):
-            chat_box = gr.Chatbot(label="Conversation", height=520, elem_id="chat", feedback_options=None)
+            chat_box = gr.Chatbot(
+                label="Conversation", show_label=False, height="min(560px, 62vh)", elem_id="chat",
+                feedback_options=None, placeholder=h.welcome or None,
+                examples=[{"display_text": e.title, "icon": str(e.thumbnail_path)} for e in EXAMPLES],
+            )
             textbox = gr.MultimodalTextbox(
                 sources=["upload", "microphone"], file_count="multiple", file_types=["image", "audio", "video"],
-                placeholder="Ask, or upload images / audio / video (several at once) and ask about them",
-                show_label=False, elem_id="message", autofocus=True,
+                placeholder="Ask, or upload images / audio / video and ask about them",
+                show_label=False, elem_id="message", autofocus=False,
             )
-            with gr.Row():
-                stop = gr.Button("Stop", variant="stop", elem_id="stop")
-                regen = gr.Button("Regenerate", elem_id="regenerate")
-                undo = gr.Button("Undo", elem_id="undo")
-                clear = gr.Button("Clear", elem_id="clear")
-            examples = gr.Dataset(
-                label="Examples (click to run)", components=[gr.Textbox(visible=False), gr.Textbox(visible=False)],
-                headers=["conversion", "you say"], samples=[[e.conversion, e.label] for e in EXAMPLES],
-                type="index", layout="table", samples_per_page=len(EXAMPLES), elem_id="examples",
-            )
+            with gr.Row(elem_id="actions"):
+                stop = gr.Button("Stop", variant="stop", size="sm", visible=False, elem_id="stop")
+                regen = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+                undo = gr.Button("Undo", size="sm", elem_id="undo")
+                clear = gr.Button("Clear", size="sm", elem_id="clear")
             settings = _settings_panel()
+            with gr.Accordion("About", open=False, elem_id="about"):
+                info = gr.Markdown(h.info, elem_id="about-info")
 
         with gr.Tab("Evaluation", id="evaluation") as eval_tab:
             gr.Markdown("Score the assistant's turns of **this** conversation from 1 (useless) to 10 (perfect) "
@@ -123,30 +174,48 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
         chat, regenerate = _named(h.chat, "message", "session"), _named(h.regenerate, "session")
         run_example = _named(h.run_example, "example", "session")
-        submitted = textbox.submit(lambda m: (m, None), [textbox], [pending, textbox], queue=False,
+
+        def selected_example(evt: gr.SelectData, session: Any, *values: Any) -> Iterator[Any]:
+            yield from h.run_example(evt.index, session, *values)
+
+        # Stop shows while a model event runs (and stays while messages wait in the inbox); registered first:
+        # the page runs the listeners of one trigger in order, each to its end
+        for trigger in (textbox.submit, regen.click, chat_box.example_select):
+            trigger(lambda: gr.Button(visible=True), None, [stop], queue=False, api_visibility="private")
+        # a message goes to the session's inbox at once (also while a reply is generating); the answering
+        # event is deferred, not dropped, while one runs ("always_last": gradio's default "once" skips a
+        # trigger while the same event is pending, which lost messages), and answers the inbox in order
+        submitted = textbox.submit(h.enqueue, [textbox, session], [chat_box, session, textbox], queue=False,
                                    api_visibility="private")
+        answer_inbox = _named(h.answer_inbox, "session")
         runs = [
-            submitted.then(chat, [pending, session, *settings], [chat_box, session], api_name="chat_ui",
-                           api_visibility="private", **_MODEL_EVENT),
+            submitted.then(answer_inbox, [session, *settings], [chat_box, session], api_name="chat_ui",
+                           api_visibility="private", trigger_mode="always_last", **_MODEL_EVENT),
             regen.click(regenerate, [session, *settings], [chat_box, session], api_name="regenerate",
                         **_MODEL_EVENT),
-            examples.click(run_example, [examples, session, *settings], [chat_box, session], api_name="example",
-                           **_MODEL_EVENT),
+            chat_box.example_select(selected_example, [session, *settings], [chat_box, session],
+                                    api_visibility="private", **_MODEL_EVENT),
         ]
-        # the /chat endpoint takes the textbox value itself (API clients have no pending message)
-        api_chat = gr.Button(visible=False)
+        for event in runs:
+            event.then(lambda s: gr.Button(visible=bool(s and s.inbox)), [session], [stop], queue=False,
+                       api_visibility="private")
+        # API endpoints: /chat takes the message itself (API clients have no inbox), /example an index
+        api_chat, api_example, api_index = gr.Button(visible=False), gr.Button(visible=False), gr.Number(visible=False)
         runs.append(api_chat.click(chat, [textbox, session, *settings], [chat_box, session], api_name="chat",
                                    **_MODEL_EVENT))
+        runs.append(api_example.click(run_example, [api_index, session, *settings], [chat_box, session],
+                                      api_name="example", **_MODEL_EVENT))
         runs += [
             undo.click(h.undo, [session], [chat_box, session], api_name="undo"),
             clear.click(h.clear, [session], [chat_box, session], api_name="clear"),
             chat_box.clear(h.clear, [session], [chat_box, session], api_name="clear_ui", api_visibility="private"),
         ]
-        stop.click(None, None, None, cancels=runs[:4])
+        stop.click(lambda: gr.Button(visible=False), None, [stop], cancels=runs[:5], queue=False,
+                   api_visibility="private")
         for event in runs:
             event.then(refresh_turns, [session], [turn], api_visibility="private")
-        # after Stop the session may hold a half-finished turn: show it as stopped
-        stop.click(h.show, [session], [chat_box], api_visibility="private")
+        # after Stop the session may hold a half-finished turn and waiting messages: show them as stopped
+        stop.click(h.stop, [session], [chat_box], api_visibility="private")
 
         # ---- events: evaluation ----------------------------------------------------------------------
         eval_tab.select(refresh_turns, [session], [turn], api_visibility="private")
@@ -167,8 +236,11 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            max_queue: int = MAX_QUEUE, **kwargs: Any) -> Any:
-    """demo.launch with the output root as the only extra folder files may be served from, and a bounded queue."""
+    """demo.launch with the output root as the only extra folder files may be served from, a bounded queue and
+    the app's CSS and JS (media sizes, looping videos, focus)."""
     output: OutputRoot = demo.nextgpt_output
+    kwargs.setdefault("css", CSS)
+    kwargs.setdefault("js", JS)
     return demo.queue(default_concurrency_limit=1, max_size=max_queue).launch(
         server_name=host, server_port=port, share=share, allowed_paths=[str(output.root)],
         max_file_size=MAX_UPLOAD, **kwargs,

@@ -3,7 +3,7 @@
     decoders = Decoders.from_folder(cfg, checkpoint_dir)           # nothing is loaded yet
     images = decoders.generate("image", cond)                       # (B, H, W, 3) uint8; loads once
     videos = decoders.generate("video", cond, num_frames=8)         # (B, T, H, W, 3) uint8
-    sounds = decoders.generate("audio", cond, audio_seconds=2.0)    # (B, N) float32 at 16 kHz
+    sounds = decoders.generate("audio", cond, audio_seconds=2.0)    # (B, N) float32 at 16 kHz, peak -1 dBFS
     target = decoders.encode_captions("image", ["a red circle"])    # stage-2 L2 target, cond-shaped
 
 One code path serves the three modalities; the `DecoderSpec` says which pipeline, which condition shape
@@ -46,6 +46,7 @@ from nextgpt.decoder_configs import (
 __all__ = [
     "Decoders",
     "build_nano_pipeline",
+    "normalize_sounds",
     "load_caption_encoder",
     "reference_decoder_components",
     "nano_decoder_components",
@@ -54,6 +55,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# generated sound leaves `generate` at this loudness; the vocoder's own output can be 40-60 dB quieter, with a
+# one-sample click at the very start
+AUDIO_PEAK_DBFS = -1.0  # peak level of every generated sound
+AUDIO_FADE_SECONDS = 0.01  # raised-cosine fade at both ends (removes the start click, no click at the end)
+AUDIO_SILENCE_PEAK = 1e-4  # a sound whose peak (after the fades) is below this is silence and left as it is
+AUDIO_SAMPLE_RATE = 16000  # the rate of every audio decoder (AudioLDM's)
 NULL_COND_FILE = "null_cond.safetensors"  # the negative condition, for decoders without a text encoder
 NANO_CAPTION_TOKENS = 16  # nano tokenizer length = condition length of the sequence decoders
 CAPTION_ENCODER = "all-MiniLM-L6-v2"  # the only value `NextGPTConfig.caption_encoder` may take besides ""
@@ -341,7 +348,8 @@ class Decoders:
         seed: int = 0,
     ) -> np.ndarray:
         """Decode conditions into media: images (B, H, W, 3) uint8, videos (B, T, H, W, 3) uint8, or
-        sounds (B, N) float32 at 16 kHz. None = the spec's default; sizes a modality lacks are ignored.
+        sounds (B, N) float32 at 16 kHz, faded in and out and peak-normalised to AUDIO_PEAK_DBFS (see
+        `normalize_sounds`). None = the spec's default; sizes a modality lacks are ignored.
         """
         spec = self.cfg.decoder(modality)
         kind = _kind(spec)
@@ -371,7 +379,8 @@ class Decoders:
         samples = np.asarray(getattr(out, kind.output))
         if kind.visual:
             return (np.clip(samples, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-        return samples.astype(np.float32)
+        # 5. sound: faded in and out, peak at AUDIO_PEAK_DBFS
+        return normalize_sounds(samples)
 
     # ---- saving ----------------------------------------------------------------------------------
     def save(self, root: str | Path, modalities: list[Modality | str] | None = None) -> list[Path]:
@@ -394,6 +403,23 @@ class Decoders:
             save_file({"null_cond": null}, str(folder / NULL_COND_FILE))
             written.append(folder)
         return written
+
+
+# ---- audio post-processing ---------------------------------------------------------------------------
+def normalize_sounds(sounds: np.ndarray, *, rate: int = AUDIO_SAMPLE_RATE, peak_dbfs: float = AUDIO_PEAK_DBFS,
+                     fade_seconds: float = AUDIO_FADE_SECONDS) -> np.ndarray:
+    """(B, N) waveforms -> (B, N) float32 without DC, with raised-cosine fades at both ends and each peak at
+    `peak_dbfs`. Silence (peak below AUDIO_SILENCE_PEAK after the fades) is returned faded, not amplified."""
+    x = np.nan_to_num(np.asarray(sounds, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    x = x - x.mean(axis=-1, keepdims=True)
+    n_fade = min(int(fade_seconds * rate), x.shape[-1] // 2)
+    if n_fade > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(n_fade) / n_fade)  # 0 -> 1
+        x[..., :n_fade] *= ramp
+        x[..., x.shape[-1] - n_fade:] *= ramp[::-1]
+    peak = np.abs(x).max(axis=-1, keepdims=True) if x.shape[-1] else np.zeros(x.shape[:-1] + (1,))
+    gain = np.where(peak >= AUDIO_SILENCE_PEAK, 10.0 ** (peak_dbfs / 20.0) / np.maximum(peak, 1e-12), 1.0)
+    return (x * gain).astype(np.float32)
 
 
 # ---- checks and the text path -----------------------------------------------------------------------

@@ -65,6 +65,7 @@ class Reply:
 class StreamEvent:
     delta: str = ""  # new reply text since the last event
     reply: Reply | None = None  # set on the last event only
+    coming: tuple[Modality, ...] = ()  # media about to be decoded: set on one event between the text and the reply
 
 
 def default_checkpoint_dir(name: str) -> Path:
@@ -261,6 +262,7 @@ class NextGPT(nn.Module):
         reply = Reply(text=text, notices=notices, signal_issues=list(parsed.issues), timings=timings)
         # 5.-7. media out
         if parsed.requests:
+            yield StreamEvent(coming=parsed.modalities)
             reply_ids, blocks = with_signal_blocks(parsed, self.vocab)
             conds = self._conditions(cache, embeds.shape[1], reply_ids, blocks)
             for modality, cond in conds.items():

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.examples import ASSETS, EXAMPLES, EXAMPLES_DIR
+from app.examples import ASSETS, EXAMPLES, EXAMPLES_DIR, THUMBNAILS, thumbnail
 from app.handlers import DEFAULT_SETTINGS, ChatHandlers, Session, conversion, describe, make_settings
 from app.media import OutputRoot
 from app.standin import STANDIN_NOTE, tiny_model
@@ -86,9 +86,11 @@ class FakeModel:
         self.can_generate = set(can_generate)
         self.error = error
         self.seen: list[list[dict[str, Any]]] = []
+        self.settings: list[GenerationSettings | None] = []
 
     def stream(self, messages, settings: GenerationSettings | None = None):
         self.seen.append(messages)
+        self.settings.append(settings)
         if self.error is not None:
             raise self.error
         said = " ".join(p.get("text", "") for p in messages[-1]["content"]).lower()
@@ -143,7 +145,12 @@ def test_several_files_in_one_turn(handlers, model, uploads):
 
 def test_each_generated_type_is_shown_inline(handlers, model):
     model.llm.queue_reply(f"Here. {SIGNALS[Modality.IMAGE]} {SIGNALS[Modality.AUDIO]} {SIGNALS[Modality.VIDEO]}")
-    chat, session, _ = run(handlers.chat("Draw, play and film it.", None, *DEFAULT_SETTINGS))
+    updates = list(handlers.chat("Draw, play and film it.", None, *DEFAULT_SETTINGS))
+    # while the decoders run, the bubble says what is coming; the finished one does not
+    waiting = [texts(c[1]) for c, _ in updates if "Generating" in texts(c[1])]
+    assert waiting == ["Here. _Generating image…_ _Generating sound…_ _Generating video…_"]
+    chat, session = updates[-1]
+    assert "Generating" not in texts(chat[1])
     produced = files(chat[1])
     assert [p.suffix for p in produced] == [".png", ".wav", ".mp4"]
     assert all(handlers.output.owns(p) for p in produced)
@@ -222,6 +229,14 @@ def test_regenerate_undo_clear_and_stop(tmp_path):
     chat, session, _ = run(h.regenerate(session, *DEFAULT_SETTINGS))
     assert len(chat) == 2 and len(files(chat[1])) == 1 and len(h.model.seen) == 2
     assert h.model.seen[0] == h.model.seen[1]  # the same user message again
+    seeds = [h.model.settings[0].seed, h.model.settings[1].seed]
+    assert seeds[0] == 0 and seeds[1] != 0 and f"Regenerated with seed {seeds[1]}." in texts(chat[1])
+    assert "temperature 0" in texts(chat[1])
+    warm = list(DEFAULT_SETTINGS)
+    warm[0] = 0.7
+    chat, session, _ = run(h.regenerate(session, *warm))
+    assert h.model.settings[2].seed not in seeds[1:] and "temperature 0" not in texts(chat[1])
+    assert session.turns[0].settings["seed"] == h.model.settings[2].seed  # stored with the turn's scores
     chat, session = h.undo(session)
     assert chat == [] and session.turns == []
     # Stop: the event's generator is abandoned mid-stream; the next event shows the turn as stopped
@@ -234,6 +249,35 @@ def test_regenerate_undo_clear_and_stop(tmp_path):
     assert folder.is_dir()
     chat, fresh = h.clear(session)
     assert chat == [] and fresh.id != session.id and not folder.exists()
+
+
+def test_messages_sent_while_a_reply_generates_wait_in_the_inbox(tmp_path, uploads):
+    h = fake_handlers(tmp_path)
+    chat, session, cleared = h.enqueue({"text": "Draw a cat", "files": []}, None)
+    assert cleared is None and texts(chat[-1]) == "Draw a cat"
+    gen = h.answer_inbox(session, *DEFAULT_SETTINGS)
+    next(gen), next(gen)  # the first reply is streaming; two more messages arrive meanwhile
+    for message in ({"text": "Play a tone", "files": []}, {"text": "", "files": [str(uploads["image"])]}):
+        chat, session, _ = h.enqueue(message, session)
+    assert not session.turns[0].done  # enqueue leaves the turn being answered alone
+    assert [m["role"] for m in chat] == ["user", "assistant", "user", "user"]
+    assert texts(chat[2]) == "Play a tone" and files(chat[3]) == [uploads["image"]]
+    chat, session, _ = run(gen)
+    assert session.inbox == [] and [m["role"] for m in chat] == ["user", "assistant"] * 3
+    said = [" ".join(p.get("text", p["type"]) for p in seen[-1]["content"]) for seen in h.model.seen]
+    assert said == ["Draw a cat", "Play a tone", "image"]  # answered in the order sent
+    assert all(t.done and not t.stopped for t in session.turns)
+    # Stop while messages wait: they stay in the chat, marked as stopped, and are not answered later
+    h.enqueue({"text": "Make a video", "files": []}, session)
+    h.enqueue({"text": "", "files": []}, session)  # an empty message is not queued
+    gen = h.answer_inbox(session, *DEFAULT_SETTINGS)
+    next(gen), next(gen), next(gen)  # "Make a video" is being answered
+    h.enqueue({"text": "and another", "files": []}, session)
+    gen.close()
+    chat = h.stop(session)
+    assert texts(chat[-1]) == "_Stopped._" and texts(chat[-2]) == "and another"
+    assert texts(chat[-4]) == "Make a video" and "_Stopped._" in texts(chat[-3])
+    assert session.inbox == [] and len(h.model.seen) == 4
 
 
 def test_sessions_do_not_share_history_or_folders(tmp_path):
@@ -268,7 +312,11 @@ def test_conversion_types(user, produced, expected):
 
 
 def test_every_example_runs_and_shows_its_conversion(tmp_path):
-    assert sorted(p.name for p in EXAMPLES_DIR.iterdir()) == sorted(ASSETS)
+    assert sorted(p.name for p in EXAMPLES_DIR.iterdir()) == sorted([*ASSETS, THUMBNAILS])
+    for example in EXAMPLES:  # every slot has its thumbnail, as make_assets draws it
+        np.testing.assert_array_equal(load_image(example.thumbnail_path)[0], thumbnail(example.thumbnail))
+    assert [e.title for e in EXAMPLES[:4]] == ["Describe a picture", "Draw something", "Make a sound",
+                                               "Edit my picture"]
     h = fake_handlers(tmp_path)
     for index, example in enumerate(EXAMPLES):
         chat, session, _ = run(h.run_example(index, None, *DEFAULT_SETTINGS))

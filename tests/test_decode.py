@@ -269,3 +269,52 @@ def test_frame_positions_unet_starts_as_the_stock_one_and_round_trips(tmp_path):
         torch.testing.assert_close(loaded(x, t, encoder_hidden_states=cond).sample, after)
         with pytest.raises(ValueError, match="at most"):
             loaded(torch.randn(1, 4, MAX_FRAMES + 1, 4, 4), t, encoder_hidden_states=cond)
+
+
+# ---- loudness of generated sound --------------------------------------------------------------------
+def loudness(sound: np.ndarray) -> tuple[float, float, float]:
+    """(peak dBFS, RMS dBFS, peak of the first 2 ms / RMS) of one waveform; the last is > 1 for a start click."""
+    peak = float(np.abs(sound).max())
+    rms = float(np.sqrt(np.mean(sound.astype(np.float64) ** 2)))
+    return 20 * np.log10(peak), 20 * np.log10(rms), float(np.abs(sound[:32]).max()) / rms
+
+
+def test_a_quiet_tiny_decoder_sounds_at_minus_1_dbfs_without_a_start_click(tiny_cfg, tokenizer):
+    spec = TINY_SPECS[1]
+    pipe = tiny_pipeline(spec, tokenizer)
+    with torch.no_grad():  # a random vocoder is ~-190 dBFS: raise its output to a quiet but audible level
+        pipe.vocoder.conv_post.weight.mul_(3e6)
+    quiet = Decoders(tiny_cfg, {Modality.AUDIO: pipe})
+    cond = random_cond(spec)
+    raw = pipe(prompt_embeds=cond, negative_prompt_embeds=quiet.null_cond("audio").expand(2, -1),
+               num_inference_steps=2, generator=torch.Generator().manual_seed(3), output_type="np").audios
+    assert 20 * np.log10(np.abs(raw).max()) < -30.0  # what the vocoder gives
+    for sound in quiet.generate("audio", cond, seed=3):
+        peak, rms, start = loudness(sound)
+        assert abs(peak + 1.0) < 0.05 and rms > -30.0 and start < 1.0, (peak, rms, start)
+        assert abs(float(sound.mean())) < 1e-3  # no DC offset
+
+
+def test_normalize_sounds_removes_the_click_and_leaves_silence_alone():
+    from nextgpt.decode import normalize_sounds
+
+    t = np.arange(16000) / 16000
+    quiet = 0.003 * np.sin(2 * np.pi * 440 * t)
+    quiet[0] = 0.2  # a start click, as the nano vocoder makes
+    assert loudness(quiet)[2] > 10.0
+    out = normalize_sounds(np.stack([quiet, np.full(16000, 1e-6), np.zeros(16000)]))
+    peak, rms, start = loudness(out[0])
+    assert abs(peak + 1.0) < 0.01 and abs(rms - (peak - 3.0)) < 0.2 and start < 1.0  # a sine: RMS = peak - 3 dB
+    assert np.abs(out[1:]).max() < 1e-4  # silence stays silence (not amplified noise)
+
+
+def test_shipped_nano_sound_is_loud_and_starts_without_a_click():
+    """The shipped nano audio decoder (checkpoints/nano) on two world captions, at 10 diffusion steps."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "checkpoints" / "nano"
+    shipped = Decoders.from_folder(NextGPTConfig.load(folder), folder)
+    cond = shipped.encode_captions("audio", ["a low beeping tone", "a high steady buzz"])
+    for sound in shipped.generate("audio", cond, num_inference_steps=10, seed=0):
+        peak, rms, start = loudness(sound)
+        assert abs(peak + 1.0) < 0.05 and rms > -25.0 and start < 1.0, (peak, rms, start)
