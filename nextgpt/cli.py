@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="official pytorch_model.pt -> safetensors (weights only)")
     c.add_argument("checkpoint", type=Path, help="path to the official pytorch_model.pt")
     c.add_argument("--out", type=Path, required=True, help="output folder")
+    c.add_argument("--config", type=Path, default=None,
+                   help="config.json of the model to convert for (default: the nextgpt-7b preset)")
 
     e = sub.add_parser("eval", help="the paper's tables on the world's test split")
     _add_model_args(e)
@@ -166,9 +168,16 @@ def cmd_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
+    from nextgpt.config import NextGPTConfig
     from nextgpt.loading import convert_official_checkpoint
 
-    out = convert_official_checkpoint(args.checkpoint, args.out)
+    cfg = None
+    if args.config is not None:
+        try:
+            cfg = NextGPTConfig.from_dict(json.loads(args.config.read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise UserError(f"--config: cannot read {args.config}: {err}") from None
+    out = convert_official_checkpoint(args.checkpoint, args.out, cfg)
     return {"converted": str(out)}
 
 
