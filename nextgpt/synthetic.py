@@ -160,7 +160,7 @@ def random_module(factory: Callable[[], nn.Module], *, device: str | torch.devic
             value.fill_(1.0)
         else:
             value.zero_()
-        set_module_tensor_to_device(module, name, device, value=value)
+        set_module_tensor_to_device(module, name, device, value=value, dtype=dtype)
     return module.to(device).eval()
 
 
