@@ -116,3 +116,15 @@ def tiny_model(tiny_llm):
     model = NextGPT(cfg, llm, tok, encoder=MediaEncoder(cfg.encoder), decoders=tiny_decoders(cfg)).eval()
     model.can_generate = {spec.modality for spec in cfg.decoders}
     return model
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    """The real LLaMA (Vicuna v0) tokenizer, 32000 tokens, from $NEXTGPT_CACHE/llama-vocab (it is LLaMA's: never
+    in the repository). Tests that need it are skipped, saying so, when it has not been fetched."""
+    from nextgpt.synthetic import llama_tokenizer as load, llama_vocab_dir
+
+    try:
+        return load()
+    except (FileNotFoundError, ImportError) as err:
+        pytest.skip(f"the LLaMA tokenizer is not cached in {llama_vocab_dir()} ({err}); fetch it with `make llama-vocab`")
