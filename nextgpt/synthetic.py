@@ -342,7 +342,7 @@ def decoder_tokenizer(spec: Any, text_config: Any) -> Any:
 def build_release(root: str | Path, scale: str = "tiny", *, device: str = "cpu", dtype: torch.dtype | None = None,
                   seed: int = 0) -> Release:
     """Write every part of a stand-in release under `root` (see the module docstring); fp16 on CUDA, fp32 on
-    the CPU unless `dtype` says otherwise. The checkpoint and ImageBind files are written in fp16, as released."""
+    the CPU unless `dtype` says otherwise. As released, the checkpoint is written in fp16 and ImageBind in fp32."""
     _check_scale(scale)
     root = Path(root)
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
@@ -360,7 +360,7 @@ def build_release(root: str | Path, scale: str = "tiny", *, device: str = "cpu",
     seconds["checkpoint"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pth = root / "imagebind" / "imagebind_huge.pth"
-    write_imagebind(pth, cfg.encoder, device=device, dtype=torch.float16, seed=seed + 20)
+    write_imagebind(pth, cfg.encoder, device=device, dtype=torch.float32, seed=seed + 20)  # fp32, as released
     seconds["imagebind"] = time.perf_counter() - t0
     decoder_dirs = {}
     for i, spec in enumerate(cfg.decoders):

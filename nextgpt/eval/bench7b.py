@@ -436,7 +436,10 @@ def run(cfg: Bench7bConfig, out: Path) -> dict[str, Any]:
         for setting in cfg.settings:
             record: dict[str, Any] = {"quantization": setting.quantization, "offload": setting.offload}
             if cfg.scale == "full":
-                record["plan_gb"] = plan_gb(setting)
+                try:
+                    record["plan_gb"] = plan_gb(setting)
+                except Exception as err:  # noqa: BLE001 - the estimate is a side note; the measurement goes on
+                    log.warning("no memory plan for %s: %s", setting.name, err)
             result["settings"][setting.name] = record
             elapsed = time.perf_counter() - started
             if cfg.time_budget_s is not None and elapsed > cfg.time_budget_s:
@@ -530,5 +533,7 @@ def markdown(result: dict[str, Any]) -> str:
                 lines.append(f"| official way ({r['official']['decoder_loads']} decoder loads, "
                              f"{r['official']['decoder_load_s']} s loading, {r['official']['decoder_steps']} steps, media re-encoded) | "
                              f"{_f(off['total_s'])} | {_f(off['peak_gb'])} | {[t['total_s'] for t in off['turns']]} |")
-                lines += ["", f"Ours is **{_f(r.get('speedup'))}x** faster than the official way over the 5 turns."]
+                lines += ["", f"Ours is **{_f(r.get('speedup'))}x** faster than the official way over the 5 turns.",
+                          "", "The official way reuses this project's decoder code for each fresh pipeline (VAE slicing "
+                          "included), so its peak memory here is, if anything, below the official code's."]
     return "\n".join(lines) + "\n"
