@@ -120,11 +120,19 @@ def tiny_model(tiny_llm):
 
 @pytest.fixture(scope="session")
 def llama_tokenizer():
-    """The real LLaMA (Vicuna v0) tokenizer, 32000 tokens, from $NEXTGPT_CACHE/llama-vocab (it is LLaMA's: never
-    in the repository). Tests that need it are skipped, saying so, when it has not been fetched."""
-    from nextgpt.synthetic import llama_tokenizer as load, llama_vocab_dir
+    """LLaMA's own tokenizer (Vicuna v0's), fetched by `make llama-vocab` into the cache; skipped when absent."""
+    from nextgpt.llm import LLAMA_VOCAB_FILE, llama_vocab_dir, load_llama_v0_tokenizer
 
-    try:
-        return load()
-    except (FileNotFoundError, ImportError) as err:
-        pytest.skip(f"the LLaMA tokenizer is not cached in {llama_vocab_dir()} ({err}); fetch it with `make llama-vocab`")
+    if not (llama_vocab_dir() / LLAMA_VOCAB_FILE).is_file():
+        pytest.skip(f"LLaMA tokenizer not fetched ({llama_vocab_dir() / LLAMA_VOCAB_FILE}): run make llama-vocab")
+    return load_llama_v0_tokenizer()
+
+
+def tiny_7b_config() -> NextGPTConfig:
+    """The nextgpt-7b layout (vicuna_v0 prompt, 38 added tokens, 4/24/8 signal tokens) at toy widths."""
+    big = NextGPTConfig.from_name("nextgpt-7b")
+    llm = dataclasses.replace(big.llm, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
+                              intermediate_size=64, max_context=512)
+    enc = tiny_config().encoder
+    proj = ProjectorConfig(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32)
+    return big.replace(llm=llm, encoder=dataclasses.replace(enc), projector=proj)

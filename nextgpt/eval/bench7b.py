@@ -87,7 +87,7 @@ def parse_settings(text: str) -> tuple[Setting, ...]:
 class Bench7bConfig:
     scale: str = "tiny"  # "tiny" | "full" (nextgpt/synthetic.py)
     device: str = "cpu"
-    dtype: str = "auto"  # auto = fp16 on CUDA, fp32 on the CPU
+    dtype: str = "auto"  # the model's compute dtype, as `load_model` takes it (auto: half on CUDA, fp32 on the CPU)
     settings: tuple[Setting, ...] = (REFERENCE,)
     steps: int | None = None  # decoder steps outside the reference setting (None: the preset's)
     official_steps: int = OFFICIAL_STEPS  # the official way's decoder steps (fewer only to keep a CPU test short)
@@ -97,10 +97,13 @@ class Bench7bConfig:
     seed: int = 0
     work_dir: str | None = None  # where the stand-in release is built (default: a temp folder, removed after)
 
-    def torch_dtype(self) -> torch.dtype:
+    def build_dtype(self) -> torch.dtype:
+        """The stand-in's weights: float16 on CUDA (the release's), float32 on the CPU, unless `dtype` is set."""
         if self.dtype == "auto":
             return torch.float16 if self.device.startswith("cuda") else torch.float32
-        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.dtype]
+        from nextgpt.llm import resolve_dtype
+
+        return resolve_dtype(self.dtype, self.device)
 
 
 # ---- inputs and dictated replies ------------------------------------------------------------------------
@@ -300,7 +303,7 @@ def load(release: Any, converted: Path, cfg: Bench7bConfig, setting: Setting) ->
 
     model = NextGPT.from_preset("nextgpt-7b", folder=converted, llm_path=str(release.llm_dir),
                                 encoder_path=str(release.imagebind_pth), decoder_paths=release.decoder_paths,
-                                device=cfg.device, dtype=cfg.torch_dtype(), quantization=setting.quantization,
+                                device=cfg.device, dtype=cfg.dtype, quantization=setting.quantization,
                                 offload=setting.offload)
     for spec in model.cfg.decoders:
         model.decoders.pipeline(spec.modality)  # loaded once, before the first turn
@@ -425,7 +428,7 @@ def run(cfg: Bench7bConfig, out: Path) -> dict[str, Any]:
     try:
         log.info("building the %s-scale stand-in release in %s", cfg.scale, work)
         t0 = time.perf_counter()
-        release = build_release(work / "release", cfg.scale, device=cfg.device, dtype=cfg.torch_dtype(), seed=cfg.seed)
+        release = build_release(work / "release", cfg.scale, device=cfg.device, dtype=cfg.build_dtype(), seed=cfg.seed)
         result["build"] = {"seconds": release.seconds, "total_s": round(time.perf_counter() - t0, 1)}
         t0 = time.perf_counter()
         converted = convert_official_checkpoint(release.official_pt, work / "converted", release.config)
