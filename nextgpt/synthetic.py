@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from nextgpt.config import EncoderConfig, GenerationSettings, Modality, NextGPTConfig, ProjectorConfig
+from nextgpt.config import EncoderConfig, GenerationSettings, Modality, NextGPTConfig
 from nextgpt.model import NextGPT, StreamEvent
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def release_config(scale: str) -> NextGPTConfig:
     _check_scale(scale)
     cfg = NextGPTConfig.from_name("nextgpt-7b")
     lc = llama_config(scale)
-    encoder = EncoderConfig(**official_json("imagebind-huge")["config"])
+    encoder = replace(cfg.encoder, **official_json("imagebind-huge")["config"])
     llm = replace(cfg.llm, hidden_size=lc.hidden_size, num_layers=lc.num_hidden_layers, num_heads=lc.num_attention_heads,
                   num_kv_heads=lc.num_key_value_heads, intermediate_size=lc.intermediate_size,
                   base_vocab_size=lc.vocab_size)
