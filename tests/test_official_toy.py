@@ -62,7 +62,8 @@ def test_release_layout_is_the_official_one(release):
     assert (release.llm_dir / "tokenizer.json").is_file() and (release.llm_dir / "config.json").is_file()
 
 
-def test_converted_release_chats_in_every_conversion(release, tmp_path):
+def test_converted_release_chats_in_every_conversion(release, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEXTGPT_CACHE", str(tmp_path / "cache"))  # ImageBind's converted copy goes there
     out, _ = run_nextgpt("convert", str(release.official_pt), "--out", str(tmp_path / "converted"),
                          "--config", str(release.config_file))
     model = NextGPT.from_preset("nextgpt-7b", folder=Path(out["converted"]), llm_path=str(release.llm_dir),
@@ -71,6 +72,7 @@ def test_converted_release_chats_in_every_conversion(release, tmp_path):
     assert len(tok) == 32038 and tok.bos_token_id == 1 and tok.eos_token_id == 2
     assert tok.convert_tokens_to_ids("[VID23]") == 32000 + 2 + 4 + 23  # official order: <Img> </Img> IMG VID AUD
     assert model.can_encode and model.can_generate == set(Modality)
+    assert list((tmp_path / "cache" / "imagebind").glob("*/encoder.safetensors"))
 
     # the checkpoint reached every part: all 32038 rows, the merged LoRA, both projections
     state = {k: v.float() for k, v in torch.load(release.official_pt, map_location="cpu", weights_only=True).items()}

@@ -72,6 +72,9 @@ class Setting:
         return cls(quantization, rest == "offload")
 
 
+# peak GPU memory of a full turn including a 24-frame 576x320 video, per setting (GB), and the conversation ratio
+TARGET_PEAK_GB = {"4bit+offload": 10.0, "8bit+offload": 14.0, "none+offload": 20.0}
+TARGET_SPEEDUP = 5.0
 REFERENCE = Setting("none", False)  # where the official way and the conversation run
 # `--settings all`: the 4-bit + offload target first, then the reference, the rest; 8-bit (slowest) last
 ALL_SETTINGS = (Setting("4bit", True), REFERENCE, Setting("none", True), Setting("4bit", False),
@@ -297,12 +300,13 @@ def _free(device: str) -> None:
 
 
 def load(release: Any, converted: Path, cfg: Bench7bConfig, setting: Setting) -> Any:
-    """The converted stand-in through the code users run (`NextGPT.from_preset`), its decoders loaded."""
+    """The converted stand-in through the code users run (`NextGPT.from_preset`), its decoders loaded.
+    `converted` holds the converted checkpoint and, in imagebind/, ImageBind converted from its .pth."""
     from nextgpt.model import NextGPT
     from nextgpt.synthetic import ScriptedNextGPT
 
     model = NextGPT.from_preset("nextgpt-7b", folder=converted, llm_path=str(release.llm_dir),
-                                encoder_path=str(release.imagebind_pth), decoder_paths=release.decoder_paths,
+                                encoder_path=str(converted / "imagebind"), decoder_paths=release.decoder_paths,
                                 device=cfg.device, dtype=cfg.dtype, quantization=setting.quantization,
                                 offload=setting.offload)
     for spec in model.cfg.decoders:
@@ -411,6 +415,7 @@ def plan_gb(setting: Setting) -> float | None:
 
 def run(cfg: Bench7bConfig, out: Path) -> dict[str, Any]:
     """Build, convert, then every setting; bench.json / bench.md are rewritten after each step."""
+    from nextgpt.encode import load_official_imagebind
     from nextgpt.loading import convert_official_checkpoint
     from nextgpt.synthetic import build_release
 
@@ -432,6 +437,8 @@ def run(cfg: Bench7bConfig, out: Path) -> dict[str, Any]:
         result["build"] = {"seconds": release.seconds, "total_s": round(time.perf_counter() - t0, 1)}
         t0 = time.perf_counter()
         converted = convert_official_checkpoint(release.official_pt, work / "converted", release.config)
+        # ImageBind's .pth converted once, as the first load does, into the work folder rather than the cache
+        load_official_imagebind(release.imagebind_pth, release.config.encoder, converted / "imagebind")
         result["build"]["convert_s"] = round(time.perf_counter() - t0, 1)
         log.info("built in %.1f s, converted in %.1f s", result["build"]["total_s"], result["build"]["convert_s"])
         _free(cfg.device)
@@ -509,6 +516,15 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r.get('peak_turn', '-')} {r.get('peak_phase', '')} | {_f(r.get('plan_gb'))} | "
             f"{_f(turns.get('T->T', {}).get('tokens_per_s'))} | {_f(turns.get('T->I', {}).get('latency_s'))} | "
             f"{_f(turns.get('T->V', {}).get('latency_s'))} | {_f(turns.get('T->A', {}).get('latency_s'))} |")
+    if cfg["scale"] == "full" and cfg["device"].startswith("cuda"):
+        lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+        for name, limit in TARGET_PEAK_GB.items():
+            peak = result["settings"].get(name, {}).get("peak_gb")
+            lines.append(f"| peak GPU memory, {name} <= {limit:g} GB | {_f(peak)} | "
+                         f"{'-' if peak is None else ('yes' if peak <= limit else '**no**')} |")
+        speedup = result["settings"].get(REFERENCE.name, {}).get("speedup")
+        lines.append(f"| 5-turn conversation >= {TARGET_SPEEDUP:g}x faster than the official way | {_f(speedup)} | "
+                     f"{'-' if speedup is None else ('yes' if speedup >= TARGET_SPEEDUP else '**no**')} |")
     for name, r in result["settings"].items():
         if not r.get("turns"):
             continue
