@@ -3,7 +3,7 @@
     release = build_release(Path("/tmp/release"), scale="tiny")         # or scale="full", device="cuda"
     release.llm_dir          # transformers folder: LLaMA architecture, random weights, the real LLaMA tokenizer
     release.official_pt      # pytorch_model.pt: the released delta's layout and key names (pickle, fp16)
-    release.imagebind_pth    # imagebind_huge.pth: an ImageBindModel state dict
+    release.imagebind_pth    # imagebind_huge.pth: an ImageBindModel state dict (fp32, as released)
     release.decoder_dirs     # {"image": ..., "video": ..., "audio": ...}: diffusers pipeline folders
     release.config_file      # the NextGPTConfig at this scale (give it to `python -m nextgpt convert --config`)
 

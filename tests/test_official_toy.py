@@ -15,8 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nextgpt.config import Modality, NextGPTConfig
-from nextgpt.eval.bench7b import TEXT_REPLY, conversions
+from nextgpt.config import GenerationSettings, Modality, NextGPTConfig
+from nextgpt.eval.bench7b import TEXT_REPLY, PhaseMeter, conversions, run_turn
+from nextgpt.loading import convert_official_checkpoint
 from nextgpt.model import NextGPT
 from nextgpt.synthetic import ScriptedNextGPT, build_release, release_config
 from tests.conftest import run_nextgpt
@@ -110,3 +111,28 @@ def test_converted_release_chats_in_every_conversion(release, tmp_path, monkeypa
             assert out.audios[0].shape == (round(16000 * sizes[Modality.AUDIO].audio_seconds),)
     assert conditions == [(Modality.IMAGE, CONDITION[Modality.IMAGE]), (Modality.VIDEO, CONDITION[Modality.VIDEO]),
                           (Modality.AUDIO, CONDITION[Modality.AUDIO]), (Modality.IMAGE, CONDITION[Modality.IMAGE])]
+
+
+def test_phase_meter_labels_each_step_of_a_turn(release, tmp_path, monkeypatch):
+    """The benchmark's per-phase GPU peaks, with the CUDA counters replaced by a clock: every step of a turn is
+    filed under its own phase, in order."""
+    monkeypatch.setenv("NEXTGPT_CACHE", str(tmp_path / "cache"))
+    folder = convert_official_checkpoint(release.official_pt, tmp_path / "converted", release.config)
+    model = ScriptedNextGPT.adopt(NextGPT.from_preset(
+        "nextgpt-7b", folder=folder, llm_path=str(release.llm_dir), encoder_path=str(release.imagebind_pth),
+        decoder_paths=release.decoder_paths))
+    ticks = iter(range(1, 1000))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: next(ticks) * 2**30)
+    meter = PhaseMeter("cpu")
+    meter.cuda = True
+    meter.wrap(model)
+    turns = conversions(model)
+    settings = GenerationSettings(max_new_tokens=64)
+    edit = run_turn(model, meter, *turns["I+T->I"], settings)
+    # marks in order: text (prompt), encode, text (generation), conditions, conditions, decode:image, finish
+    assert list(edit["phases_gb"]) == ["text", "encode", "conditions", "decode:image", "finish"]
+    assert edit["phases_gb"]["text"] == 3 and edit["peak_phase"] == "finish" and edit["peak_gb"] == 7
+    chat = run_turn(model, meter, *turns["T->T"], settings)
+    assert list(chat["phases_gb"]) == ["text"]
