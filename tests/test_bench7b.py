@@ -56,3 +56,23 @@ def test_tiny_bench_on_the_cpu(tmp_path, llama_tokenizer):
     md = (tmp_path / "bench.md").read_text()
     assert md == markdown(result) and "Random weights" in md and "meaningless" in md
     assert "| 4bit+offload | error: ValueError" in md and "official way" in md
+
+
+def test_a_failed_turn_is_recorded_and_the_report_still_renders():
+    from nextgpt.eval.bench7b import _guarded
+
+    def oom() -> dict:
+        raise RuntimeError("CUDA out of memory")
+
+    turn = _guarded("T->V", "cpu", oom)
+    assert turn == {"error": "RuntimeError: CUDA out of memory"}
+    ok = {"latency_s": 1.0, "first_token_s": 0.1, "tokens": 5, "tokens_per_s": 40.0, "encode_s": 0.0, "decode_s": 0.5,
+          "peak_gb": 3.0, "peak_phase": "decode:image", "phases_gb": {"decode:image": 3.0}}
+    result = {"note": "Random weights", "config": {"scale": "full", "device": "cuda", "steps": 4, "official_steps": 50},
+              "machine": {"torch": "x", "transformers": "x", "diffusers": "x", "cpu_cores": 16, "gpu": "H200",
+                          "gpu_memory_gb": 139, "cuda": "13"},
+              "build": {}, "settings": {"4bit+offload": {"status": "ok", "turns": {"T->I": ok, "T->V": turn},
+                                                         "peak_gb": 3.0, "conversation": {"error": "boom"}}}}
+    md = markdown(result)
+    assert "| T->V | failed: RuntimeError: CUDA out of memory |" in md and "| T->I | 1 |" in md
+    assert "| peak GPU memory, 4bit+offload <= 10 GB | 3 | yes |" in md and "conversation, ours: failed: boom" in md

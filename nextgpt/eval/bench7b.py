@@ -33,7 +33,7 @@ import shutil
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -246,6 +246,7 @@ def _peak(phases: dict[str, float]) -> tuple[float | None, str | None]:
 def run_turn(model: Any, meter: PhaseMeter, messages: list[dict[str, Any]], reply: str,
              settings: GenerationSettings) -> dict[str, Any]:
     """One dictated turn through `chat`: time, tokens, phases' peak memory, what came out."""
+    model.scripts.clear()  # nothing left over from a turn that failed
     model.queue_reply(reply)
     meter.start()
     start = time.perf_counter()
@@ -278,6 +279,7 @@ def run_conversation(model: Any, meter: PhaseMeter, settings: GenerationSettings
         history.append(message)
         if reencode:
             model._embed_cache.clear()  # the official demo encodes every earlier medium again on every turn
+        model.scripts.clear()
         model.queue_reply(reply)
         meter.start()
         out = model.chat(history, settings)
@@ -298,6 +300,18 @@ def _free(device: str) -> None:
     gc.collect()
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _guarded(label: str, device: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """fn()'s record, or {"error": ...} when it fails (out of memory included): one failed turn never costs the
+    setting's other figures."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - recorded; the next turn runs
+        log.error("%s failed: %s: %s", label, type(err).__name__, err)
+        error = f"{type(err).__name__}: {err}"
+    _free(device)  # outside the except block: the traceback's frames are gone by now
+    return {"error": error}
 
 
 def load(release: Any, converted: Path, cfg: Bench7bConfig, setting: Setting) -> Any:
@@ -337,17 +351,20 @@ def run_setting(release: Any, converted: Path, cfg: Bench7bConfig, setting: Sett
     record["turns"] = {}
     for name, (messages, reply) in conversions(model).items():
         model._embed_cache.clear()  # every conversion turn encodes its media (the conversation shows the cache)
-        record["turns"][name] = run_turn(model, meter, messages, reply, settings)
-        log.info("[%s] %s: %.2f s, peak %s GB", setting.name, name, record["turns"][name]["latency_s"],
-                 record["turns"][name]["peak_gb"])
-    peaks = {k: v["peak_gb"] for k, v in record["turns"].items() if v["peak_gb"] is not None}
+        turn = _guarded(f"[{setting.name}] {name}", cfg.device,
+                        lambda: run_turn(model, meter, messages, reply, settings))  # noqa: B023 - called at once
+        record["turns"][name] = turn
+        if "error" not in turn:
+            log.info("[%s] %s: %.2f s, peak %s GB", setting.name, name, turn["latency_s"], turn["peak_gb"])
+    peaks = {k: v["peak_gb"] for k, v in record["turns"].items() if v.get("peak_gb") is not None}
     if peaks:
         worst = max(peaks, key=peaks.get)
         record.update(peak_gb=peaks[worst], peak_turn=worst, peak_phase=record["turns"][worst]["peak_phase"])
     save()
     if reference and cfg.conversation:
-        record["conversation"] = run_conversation(model, meter, settings, reencode=False)
-        log.info("[%s] 5-turn conversation, ours: %.1f s", setting.name, record["conversation"]["total_s"])
+        record["conversation"] = _guarded("5-turn conversation, ours", cfg.device,
+                                          lambda: run_conversation(model, meter, settings, reencode=False))
+        log.info("[%s] 5-turn conversation, ours: %s s", setting.name, record["conversation"].get("total_s"))
         save()
         run_official(model, meter, cfg, record, save)
     del model
@@ -375,15 +392,18 @@ def run_official(model: Any, meter: PhaseMeter, cfg: Bench7bConfig, record: dict
     record["official"] = official
     for name, (messages, reply) in conversions(model).items():
         model._embed_cache.clear()
-        official["turns"][name] = run_turn(model, meter, messages, reply, settings)
-        log.info("[official way] %s: %.2f s", name, official["turns"][name]["latency_s"])
+        turn = _guarded(f"[official way] {name}", device,
+                        lambda: run_turn(model, meter, messages, reply, settings))  # noqa: B023 - called at once
+        official["turns"][name] = turn
+        log.info("[official way] %s: %s s", name, turn.get("latency_s"))
     save()
-    official["conversation"] = run_conversation(model, meter, settings, reencode=True)
+    official["conversation"] = _guarded("5-turn conversation, official way", device,
+                                        lambda: run_conversation(model, meter, settings, reencode=True))
     official["decoder_loads"], official["decoder_load_s"] = reloading.loads, round(reloading.load_s, 2)
-    ours = record["conversation"]["total_s"]
-    theirs = official["conversation"]["total_s"]
-    record["speedup"] = round(theirs / ours, 3) if ours else None
-    log.info("[official way] 5-turn conversation: %.1f s (ours %.1f s: %.2fx)", theirs, ours, record["speedup"] or 0)
+    ours = record["conversation"].get("total_s")
+    theirs = official["conversation"].get("total_s")
+    record["speedup"] = round(theirs / ours, 3) if ours and theirs else None
+    log.info("[official way] 5-turn conversation: %s s (ours %s s: %sx)", theirs, ours, record["speedup"])
     save()
 
 
@@ -536,14 +556,23 @@ def markdown(result: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if official else "")]
         for conv, t in r["turns"].items():
             o = official.get(conv, {})
+            if "error" in t:
+                lines.append(f"| {conv} | failed: {t['error'][:200]} |" + " |" * 7 + (" |" * 2 if official else ""))
+                continue
             lines.append(f"| {conv} | {_f(t['latency_s'])} | {_f(t['first_token_s'])} | {t['tokens']} | "
                          f"{_f(t['tokens_per_s'])} | {_f(t['encode_s'])} | {_f(t['decode_s'])} | {_f(t['peak_gb'])} | "
                          f"{t['peak_phase'] or '-'} |" + (f" {_f(o.get('latency_s'))} | {_f(o.get('peak_gb'))} |" if official else ""))
-        phases = {p for t in r["turns"].values() for p in t["phases_gb"]}
+        done = [t for t in r["turns"].values() if "error" not in t]
+        phases = {p for t in done for p in t["phases_gb"]}
         if phases:
             lines += ["", "Peak GB per phase (max over the turns): " + ", ".join(
-                f"{p} {max(t['phases_gb'].get(p, 0.0) for t in r['turns'].values()):.3g}" for p in sorted(phases))]
+                f"{p} {max(t['phases_gb'].get(p, 0.0) for t in done):.3g}" for p in sorted(phases))]
         conv, off = r.get("conversation"), r.get("official", {}).get("conversation")
+        for way, c in (("ours", conv), ("official way", off)):
+            if c and "error" in c:
+                lines += ["", f"5-turn conversation, {way}: failed: {c['error'][:300]}"]
+        conv = conv if conv and "error" not in conv else None
+        off = off if off and "error" not in off else None
         if conv:
             lines += ["", "### 5-turn conversation (image in; image edit; video; audio; text)", "",
                       "| way | total s | peak GB | per turn s |", "|---|---|---|---|",
