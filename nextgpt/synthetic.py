@@ -220,7 +220,7 @@ def write_llm(folder: Path, scale: str, *, device: str, dtype: torch.dtype, seed
 
     config = llama_config(scale)
     model = random_module(lambda: LlamaForCausalLM(config), device=device, dtype=dtype, seed=seed)
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder)  # safetensors
     llama_tokenizer().save_pretrained(folder)
     rows = model.get_input_embeddings().weight.detach(), model.get_output_embeddings().weight.detach()
     del model
@@ -324,14 +324,27 @@ def decoder_tokenizer(spec: Any, text_config: Any) -> Any:
     chars = _byte_chars()
     if spec.pooled:
         vocab = ["<s>", "<pad>", "</s>", "<unk>", *chars, "<mask>"]
-        return RobertaTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=[],
-                                model_max_length=text_config.max_position_embeddings - 2)
+        return _bpe_tokenizer(RobertaTokenizer, vocab, [], model_max_length=text_config.max_position_embeddings - 2)
     lines = gzip.open(_bpe_path()).read().decode("utf-8").split("\n")[1:]
     merges = [tuple(line.split()) for line in lines[: text_config.vocab_size - 2 * len(chars) - 2]]
     vocab = [*chars, *(c + "</w>" for c in chars), *("".join(m) for m in merges), "<|startoftext|>", "<|endoftext|>"]
     if len(vocab) != text_config.vocab_size:
         raise ValueError(f"a CLIP tokenizer of {len(vocab)} tokens cannot serve a text encoder of {text_config.vocab_size}")
-    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=spec.cond_len)
+    return _bpe_tokenizer(CLIPTokenizer, vocab, merges, model_max_length=spec.cond_len)
+
+
+def _bpe_tokenizer(cls: type, vocab: list[str], merges: list[tuple[str, str]], **kwargs: Any) -> Any:
+    """A BPE tokenizer from its vocabulary and merges: in memory (transformers 5), or through vocab.json and
+    merges.txt files where a version only takes files."""
+    import tempfile
+
+    try:
+        return cls(vocab={t: i for i, t in enumerate(vocab)}, merges=list(merges), **kwargs)
+    except TypeError:
+        folder = Path(tempfile.mkdtemp(prefix="nextgpt-bpe-"))
+        (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+        (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        return cls(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"), **kwargs)
 
 
 def build_release(root: str | Path, scale: str = "tiny", *, device: str = "cpu", dtype: torch.dtype | None = None,

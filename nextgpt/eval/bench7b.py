@@ -454,13 +454,19 @@ def run(cfg: Bench7bConfig, out: Path) -> dict[str, Any]:
     try:
         log.info("building the %s-scale stand-in release in %s", cfg.scale, work)
         t0 = time.perf_counter()
-        release = build_release(work / "release", cfg.scale, device=cfg.device, dtype=cfg.build_dtype(), seed=cfg.seed)
-        result["build"] = {"seconds": release.seconds, "total_s": round(time.perf_counter() - t0, 1)}
-        t0 = time.perf_counter()
-        converted = convert_official_checkpoint(release.official_pt, work / "converted", release.config)
-        # ImageBind's .pth converted once, as the first load does, into the work folder rather than the cache
-        load_official_imagebind(release.imagebind_pth, release.config.encoder, converted / "imagebind")
-        result["build"]["convert_s"] = round(time.perf_counter() - t0, 1)
+        try:
+            release = build_release(work / "release", cfg.scale, device=cfg.device, dtype=cfg.build_dtype(),
+                                    seed=cfg.seed)
+            result["build"] = {"seconds": release.seconds, "total_s": round(time.perf_counter() - t0, 1)}
+            t0 = time.perf_counter()
+            converted = convert_official_checkpoint(release.official_pt, work / "converted", release.config)
+            # ImageBind's .pth converted once, as the first load does, into the work folder rather than the cache
+            load_official_imagebind(release.imagebind_pth, release.config.encoder, converted / "imagebind")
+            result["build"]["convert_s"] = round(time.perf_counter() - t0, 1)
+        except Exception as err:  # noqa: BLE001 - written down for the report, then raised
+            result["build"].update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-3000:])
+            save()
+            raise
         log.info("built in %.1f s, converted in %.1f s", result["build"]["total_s"], result["build"]["convert_s"])
         _free(cfg.device)
         save()
@@ -517,7 +523,8 @@ def markdown(result: dict[str, Any]) -> str:
              f"**{result['note']}**", "",
              f"Machine: {gpu}; torch {mach['torch']}, transformers {mach['transformers']}, diffusers "
              f"{mach['diffusers']}, bitsandbytes {mach.get('bitsandbytes')}; {mach['cpu_cores']} CPU cores. "
-             f"Run time {result.get('elapsed_s')} s; build {result['build'].get('total_s')} s "
+             + (f"**Building failed: {result['build']['error']}** " if result["build"].get("error") else "")
+             + f"Run time {result.get('elapsed_s')} s; build {result['build'].get('total_s')} s "
              f"({result['build'].get('seconds')}), convert {result['build'].get('convert_s')} s.", "",
              f"Decoder steps: the reference setting (none) uses the preset's; the others use "
              f"{cfg['steps'] or 'the preset' + chr(39) + 's'} (peak memory does not depend on the step count, "
