@@ -463,6 +463,8 @@ def run(cfg: Bench7bConfig, out: Path) -> dict[str, Any]:
             # ImageBind's .pth converted once, as the first load does, into the work folder rather than the cache
             load_official_imagebind(release.imagebind_pth, release.config.encoder, converted / "imagebind")
             result["build"]["convert_s"] = round(time.perf_counter() - t0, 1)
+            for done in (release.imagebind_pth, release.official_pt):  # converted: gigabytes of disk freed
+                done.unlink()
         except Exception as err:  # noqa: BLE001 - written down for the report, then raised
             result["build"].update(error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-3000:])
             save()
