@@ -102,8 +102,8 @@ def llama_config(scale: str) -> Any:
     from transformers import LlamaConfig
 
     _check_scale(scale)
-    config = dict(official_json("vicuna-7b-v0")["config"])
-    config.pop("architectures", None), config.pop("model_type", None), config.pop("torch_dtype", None)
+    config = {k: v for k, v in official_json("vicuna-7b-v0")["config"].items()
+              if k not in ("architectures", "model_type", "torch_dtype")}  # not LlamaConfig arguments
     return LlamaConfig(**(config | (TINY["llm"] if scale == "tiny" else {})))
 
 

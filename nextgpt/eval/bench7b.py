@@ -560,7 +560,7 @@ def markdown(result: dict[str, Any]) -> str:
             continue
         official = r.get("official", {}).get("turns", {})
         lines += ["", f"## {name}: one turn of each conversion (decoder steps {r.get('decoder_steps')})", "",
-                  "| conversion | latency s | first token s | tokens | tokens/s | encode s | decode s | peak GB | peak in |"
+                  "| conversion | latency s | first token s | tokens | tokens/s | prompt + encode s | decode s | peak GB | peak in |"
                   + (" official way s | official peak GB |" if official else ""),
                   "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if official else "")]
         for conv, t in r["turns"].items():
