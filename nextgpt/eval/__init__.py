@@ -18,6 +18,10 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"nextgpt.eval.{_EXPORTS[name]}"), name)
-    raise AttributeError(name)
+    if name not in _EXPORTS:
+        raise AttributeError(name)
+    module = importlib.import_module(f"nextgpt.eval.{_EXPORTS[name]}")
+    # the import set `nextgpt.eval.evaluate` to the submodule: the function of that name replaces it, as an
+    # eager `from nextgpt.eval.evaluate import evaluate` would
+    globals().update({n: getattr(module, n) for n, m in _EXPORTS.items() if m == _EXPORTS[name]})
+    return globals()[name]
