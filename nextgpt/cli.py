@@ -8,7 +8,8 @@
     eval      the paper's tables on the world's test split through the chat API -> --out/report.md, report.json,
               items.jsonl, *.png; prints {"report", "json", "plots", "summary", "skipped"}
     bench     speed and memory on this CPU against the targets and the official demo's way -> --out/bench.json,
-              bench.md; prints {"bench", "md", "targets", "speedup_vs_official"}
+              bench.md; prints {"bench", "md", "targets", "speedup_vs_official"}. With --preset nextgpt-7b
+              --random-weights --scale tiny|full: the 7B path with random weights (nextgpt/eval/bench7b.py)
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="official pytorch_model.pt -> safetensors (weights only)")
     c.add_argument("checkpoint", type=Path, help="path to the official pytorch_model.pt")
     c.add_argument("--out", type=Path, required=True, help="output folder")
+    c.add_argument("--config", type=Path, default=None,
+                   help="config.json of the model to convert for (default: the nextgpt-7b preset)")
 
     e = sub.add_parser("eval", help="the paper's tables on the world's test split")
     add_model_args(e)
@@ -83,6 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--skip-cold-start", action="store_true", help="do not time a fresh interpreter loading the preset")
     b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--out", type=Path, default=Path("runs/bench"), help="folder for bench.json and bench.md")
+    r = b.add_argument_group("nextgpt-7b with random weights (--random-weights; nextgpt/eval/bench7b.py)")
+    r.add_argument("--random-weights", action="store_true",
+                   help="build every component at the official architecture (or toy size) with random weights")
+    r.add_argument("--scale", default="tiny", choices=["tiny", "full"], help="full = the official sizes")
+    r.add_argument("--settings", default=None,
+                   help='"all" or a comma list of none|8bit|4bit[+offload] (default: --quantization/--offload)')
+    r.add_argument("--steps", type=int, default=None,
+                   help="decoder steps outside the reference setting (default: the preset's)")
+    r.add_argument("--official-steps", type=int, default=50,
+                   help="the official way's decoder steps (the official demo's 50 unless a CPU test needs fewer)")
+    r.add_argument("--max-new-tokens", type=int, default=64)
+    r.add_argument("--no-conversation", action="store_true",
+                   help="skip the 5-turn conversation and the official way")
+    r.add_argument("--time-budget", type=float, default=None,
+                   help="seconds after which no further setting starts (its row says so)")
+    r.add_argument("--work-dir", type=Path, default=None,
+                   help="where to build the stand-in release (default: a temp folder, removed after)")
     return parser
 
 
@@ -154,9 +174,16 @@ def cmd_memory(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
+    from nextgpt.config import NextGPTConfig
     from nextgpt.loading import convert_official_checkpoint
 
-    out = convert_official_checkpoint(args.checkpoint, args.out)
+    cfg = None
+    if args.config is not None:
+        try:
+            cfg = NextGPTConfig.from_dict(json.loads(args.config.read_text()))
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+            raise UserError(f"--config: cannot read {args.config}: {err}") from None
+    out = convert_official_checkpoint(args.checkpoint, args.out, cfg)
     return {"converted": str(out)}
 
 
@@ -198,9 +225,48 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
             "skipped": report.meta["skipped"]}
 
 
+def cmd_bench_random(args: argparse.Namespace) -> dict[str, Any]:
+    from nextgpt.eval.bench7b import Bench7bConfig, Setting, parse_settings, write
+
+    if args.preset != "nextgpt-7b":
+        raise UserError("--random-weights builds the nextgpt-7b architectures: use --preset nextgpt-7b")
+    try:
+        settings = parse_settings(args.settings) if args.settings else (Setting(args.quantization, args.offload),)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device is available")
+    progress = logging.StreamHandler(sys.stderr)
+    progress.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    bench_log = logging.getLogger("nextgpt.eval.bench7b")
+    bench_log.addHandler(progress)
+    bench_log.setLevel(logging.INFO)
+    bench_log.propagate = False
+    cfg = Bench7bConfig(scale=args.scale, device=args.device, dtype=args.dtype, settings=settings, steps=args.steps,
+                        official_steps=args.official_steps,
+                        max_new_tokens=args.max_new_tokens, conversation=not args.no_conversation,
+                        time_budget_s=args.time_budget, seed=args.seed,
+                        work_dir=str(args.work_dir) if args.work_dir else None)
+    from nextgpt.eval.bench7b import run
+
+    result = run(cfg, args.out)
+    paths = write(result, args.out)
+    return {"bench": paths["json"], "md": paths["md"],
+            "settings": {k: v.get("status") for k, v in result["settings"].items()},
+            "peak_gb": {k: v.get("peak_gb") for k, v in result["settings"].items()},
+            "speedup_vs_official": result["settings"].get("none", {}).get("speedup")}
+
+
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
+    if args.random_weights:
+        return cmd_bench_random(args)
     from nextgpt.eval.bench import BenchConfig, benchmark, cold_start_command, write_bench
 
     start = time.perf_counter()

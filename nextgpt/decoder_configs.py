@@ -6,11 +6,12 @@ and on the meta device that costs no memory, so the memory planner can count the
     table = reference_decoder_components(NextGPTConfig.from_name("nextgpt-7b").decoder("image"))
     count_parameters(table)  # {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480, ...}
 
-The reference configs are written from the public ``config.json`` files of runwayml/stable-diffusion-v1-5,
-cerspense/zeroscope_v2_576w and cvssp/audioldm-l-full (AudioLDM's through diffusers' conversion script
-``convert_original_audioldm_to_diffusers.py`` with the "-l-" overrides of the original repository). Values
-that do not change the architecture (sample_size, the VAE's learnt scaling_factor) are not all known; they
-are marked where guessed. Only modules are listed: schedulers and tokenizers hold no parameters.
+The reference configs live as JSON in ``nextgpt/configs/official/`` (one file per decoder, with its scheduler),
+written from the public ``config.json`` files of runwayml/stable-diffusion-v1-5, cerspense/zeroscope_v2_576w and
+cvssp/audioldm-l-full (AudioLDM's through diffusers' conversion script ``convert_original_audioldm_to_diffusers.py``
+with the "-l-" overrides of the original repository). Values that do not change the architecture (sample_size,
+the VAE's learnt scaling_factor) are not all known; each file's notes say where. Tokenizers hold no parameters
+and are not listed.
 """
 
 from __future__ import annotations
@@ -76,147 +77,37 @@ def caption_encoder_path() -> Path:
 
 
 # ---- the real decoders of the 7B preset -------------------------------------------------------------
-_SD15_VAE = dict(  # shared by SD v1.5 and Zeroscope v2 576w
-    in_channels=3,
-    out_channels=3,
-    down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4,
-    block_out_channels=(128, 256, 512, 512),
-    layers_per_block=2,
-    latent_channels=4,
-    norm_num_groups=32,
-    act_fn="silu",
-    sample_size=512,
-    scaling_factor=0.18215,
-)
-
-_REFERENCE: dict[str, ComponentTable] = {
-    # runwayml/stable-diffusion-v1-5: condition (77, 768) = CLIP ViT-L/14 last hidden state
-    "StableDiffusionPipeline": {
-        "unet": (UNet2DConditionModel, dict(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            attention_head_dim=8,  # diffusers' legacy name: 8 heads
-            cross_attention_dim=768,
-            norm_num_groups=32,
-        )),
-        "vae": (AutoencoderKL, _SD15_VAE),
-        "text_encoder": (CLIPTextModel, dict(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            projection_dim=768,
-        )),
-        # loaded by the stock pipeline when the folder has it (CLIP ViT-L/14 vision tower + concept heads)
-        "safety_checker": (StableDiffusionSafetyChecker, dict(
-            text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-            vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                               num_attention_heads=16, patch_size=14, image_size=224),
-            projection_dim=768,
-        )),
-    },
-    # cerspense/zeroscope_v2_576w (ModelScope T2V layout): condition (77, 1024) = OpenCLIP ViT-H/14 text
-    # tower without its last layer (23 of 24), stored as a CLIPTextModel
-    "TextToVideoSDPipeline": {
-        "unet": (UNet3DConditionModel, dict(
-            sample_size=32,  # not architectural; 576w runs at 320x576 (latent 40x72)
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
-            up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3,
-            block_out_channels=(320, 640, 1280, 1280),
-            layers_per_block=2,
-            attention_head_dim=64,  # diffusers' legacy name: 64 heads per block; 8x64 in transformer_in
-            cross_attention_dim=1024,
-            norm_num_groups=32,
-        )),
-        "vae": (AutoencoderKL, _SD15_VAE),
-        "text_encoder": (CLIPTextModel, dict(
-            vocab_size=49408,
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=23,
-            num_attention_heads=16,
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            projection_dim=512,  # unused by CLIPTextModel
-        )),
-    },
-    # cvssp/audioldm-l-full: condition (512,) = CLAP text_embeds, L2-normalised; enters the UNet as a
-    # FiLM-like class embedding concatenated to the time embedding; the attention blocks self-attend
-    "AudioLDMPipeline": {
-        "unet": (UNet2DConditionModel, dict(
-            sample_size=128,  # 512 mel frames / VAE factor 4
-            in_channels=8,
-            out_channels=8,
-            down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * 3,
-            up_block_types=("CrossAttnUpBlock2D",) * 3 + ("UpBlock2D",),
-            block_out_channels=(256, 512, 768, 1280),  # model_channels 256 x channel_mult (1, 2, 3, 5)
-            layers_per_block=2,
-            cross_attention_dim=(256, 512, 768, 1280),  # = block_out_channels: no text sequence
-            class_embed_type="simple_projection",
-            projection_class_embeddings_input_dim=512,
-            class_embeddings_concat=True,
-        )),
-        "vae": (AutoencoderKL, dict(
-            in_channels=1,
-            out_channels=1,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            up_block_types=("UpDecoderBlock2D",) * 3,
-            block_out_channels=(128, 256, 512),
-            layers_per_block=2,
-            latent_channels=8,
-            sample_size=512,
-            # scaling_factor: a learnt value in the hub config (not known here; not architectural)
-        )),
-        "text_encoder": (ClapTextModelWithProjection, dict(  # laion/clap-htsat-unfused text branch (RoBERTa)
-            vocab_size=50265,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=514,
-            type_vocab_size=1,
-            projection_dim=512,
-            projection_hidden_act="relu",
-        )),
-        "vocoder": (SpeechT5HifiGan, dict(
-            model_in_dim=MEL_BINS,
-            sampling_rate=SAMPLE_RATE,
-            upsample_initial_channel=1024,
-            upsample_rates=[5, 4, 2, 2, 2],  # product 160 = hop length
-            upsample_kernel_sizes=[16, 16, 8, 4, 4],
-            resblock_kernel_sizes=[3, 7, 11],
-            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-            normalize_before=False,
-        )),
-    },
+OFFICIAL_CONFIGS = Path(__file__).resolve().parent / "configs" / "official"
+# pipeline class -> its JSON file in OFFICIAL_CONFIGS (components with class and config, scheduler, notes)
+REFERENCE_FILES = {
+    "StableDiffusionPipeline": "stable-diffusion-v1-5.json",
+    "TextToVideoSDPipeline": "zeroscope-v2-576w.json",
+    "AudioLDMPipeline": "audioldm-l-full.json",
 }
+# the component classes those files may name
+_CLASSES = {cls.__name__: cls for cls in (UNet2DConditionModel, UNet3DConditionModel, AutoencoderKL, CLIPTextModel,
+                                          ClapTextModelWithProjection, SpeechT5HifiGan, StableDiffusionSafetyChecker)}
 
-# the condition width each reference pipeline consumes (cross-attention dim, or CLAP dim)
-_REFERENCE_COND_DIM = {"StableDiffusionPipeline": 768, "TextToVideoSDPipeline": 1024, "AudioLDMPipeline": 512}
+
+@functools.cache
+def reference_pipeline(pipeline: str) -> dict[str, Any]:
+    """The official decoder's JSON (nextgpt/configs/official): model, pipeline, condition_shape, components
+    ({name: {class, config}}), scheduler ({class, config})."""
+    if pipeline not in REFERENCE_FILES:
+        raise ValueError(f"no reference architecture for pipeline {pipeline!r}; known: {sorted(REFERENCE_FILES)}")
+    return json.loads((OFFICIAL_CONFIGS / REFERENCE_FILES[pipeline]).read_text())
 
 
 def reference_decoder_components(spec: DecoderSpec) -> ComponentTable:
     """The real architecture (SD v1.5 / Zeroscope v2 576w / AudioLDM-l-full) behind a 7B-preset decoder spec."""
-    if spec.pipeline not in _REFERENCE:
-        raise ValueError(f"no reference architecture for pipeline {spec.pipeline!r}; known: {sorted(_REFERENCE)}")
-    want = _REFERENCE_COND_DIM[spec.pipeline]
+    ref = reference_pipeline(spec.pipeline)
+    want = ref["condition_shape"][-1]
     if spec.cond_dim != want:
         raise ValueError(
             f"{spec.modality.value} spec has cond_dim {spec.cond_dim} but the reference {spec.pipeline} takes "
             f"{want}; for the nano decoders use nano_decoder_components(spec)"
         )
-    return {name: (cls, dict(config)) for name, (cls, config) in _REFERENCE[spec.pipeline].items()}
+    return {name: (_CLASSES[c["class"]], json.loads(json.dumps(c["config"]))) for name, c in ref["components"].items()}
 
 
 # ---- the small decoders of the nano preset ----------------------------------------------------------

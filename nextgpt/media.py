@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import imageio_ffmpeg
 import numpy as np
-import soundfile as sf
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy.signal import resample, resample_poly
+
+# soundfile, scipy and imageio_ffmpeg are imported inside the functions that read or write files: a model that
+# is given arrays (the 7B benchmark on a GPU machine) needs none of them.
 
 from nextgpt.config import Modality
 
@@ -187,6 +187,7 @@ _SIZE_RE = re.compile(r"(?:^|[ ,])(\d+)x(\d+)(?=[ ,\[]|$)")  # "640x480", not th
 
 def _probe(path: Path) -> _Probe | None:
     """Ask ffmpeg what the file contains; None if ffmpeg cannot open it."""
+    import imageio_ffmpeg
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
     try:
         log = subprocess.run(cmd, capture_output=True, timeout=_FFMPEG_TIMEOUT_S).stderr.decode(
@@ -216,6 +217,7 @@ def _probe(path: Path) -> _Probe | None:
 # ---- audio ----------------------------------------------------------------------------------------
 def _read_soundfile(path: Path, max_seconds: float) -> tuple[np.ndarray, int, int, bool]:
     """libsndfile: returns ((N, C) float32, sample rate, channels, trimmed)."""
+    import soundfile as sf
     with sf.SoundFile(str(path)) as f:
         max_frames = int(math.ceil(max_seconds * f.samplerate))
         total = f.frames
@@ -228,6 +230,7 @@ def _read_ffmpeg_audio(
     path: Path, max_seconds: float, sample_rate: int
 ) -> tuple[np.ndarray, int, int, bool, list[str]]:
     """ffmpeg: decode the first audio stream to mono float32 at `sample_rate`."""
+    import imageio_ffmpeg
     probe = _probe(path)
     if probe is None:
         raise MediaError(f"{path.name} is not a readable audio file")
@@ -262,6 +265,8 @@ def load_audio(
     Formats libsndfile reads (wav 8/16/24/32-bit and float, flac, ogg, mp3) are read directly; anything
     else ffmpeg can decode (m4a/aac, the audio track of a video) goes through ffmpeg.
     """
+    import soundfile as sf
+    from scipy.signal import resample, resample_poly
     path = _check_file(path, limits)
     notes: list[str] = []
     try:
@@ -367,6 +372,7 @@ def _read_ppm(stream: IO[bytes]) -> np.ndarray | None:
 
 def _read_ffmpeg_frames(path: Path, limits: MediaLimits) -> tuple[np.ndarray, float, list[str]]:
     """Video files through ffmpeg; sampling (fps filter) and downscaling (scale filter) happen in ffmpeg."""
+    import imageio_ffmpeg
     probe = _probe(path)
     if probe is None:
         raise MediaError(f"{path.name} is not a readable video")
@@ -448,6 +454,7 @@ def _pil_format(path: Path) -> str | None:
 
 def guess_modality(path: PathLike) -> Modality | None:
     """What an uploaded file is, by its content: IMAGE, VIDEO (incl. animated GIF), AUDIO, or None."""
+    import soundfile as sf
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return None
@@ -496,6 +503,7 @@ def save_image(arr: np.ndarray, path: PathLike) -> Path:
 
 def save_audio(wave: np.ndarray, path: PathLike, sample_rate: int = 16000) -> Path:
     """Write (N,) or (N, C) float audio in [-1, 1] as 16-bit PCM WAV."""
+    import soundfile as sf
     wave = np.clip(np.nan_to_num(np.asarray(wave, dtype=np.float32)), -1.0, 1.0)
     if wave.ndim not in (1, 2):
         raise ValueError(f"expected (N,) or (N, C) audio, got shape {wave.shape}")
@@ -509,6 +517,7 @@ def save_video(frames: np.ndarray, path: PathLike, fps: float = 8) -> Path:
 
     yuv420p needs even sizes: an odd height/width is padded by repeating the last row/column.
     """
+    import imageio_ffmpeg
     frames = _as_uint8(frames)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] == 0:
         raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got shape {frames.shape}")

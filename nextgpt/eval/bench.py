@@ -38,6 +38,7 @@ import torch
 from nextgpt.config import GenerationSettings, Modality
 from nextgpt.conversation import ConversationError
 from nextgpt.eval.evaluate import read_reason, write_reason
+from nextgpt.eval.official_way import ReloadingDecoders
 from nextgpt.media import MediaError
 from nextgpt.model import ModelUnavailableError
 
@@ -266,23 +267,6 @@ def run_conversation(model: Any, settings: GenerationSettings, *, reencode: bool
         history.append({"role": "assistant", "content": [{"type": "text", "text": reply.text}]
                         + [{"type": m, "array": arr} for m, arr in items]})
     return time.perf_counter() - start, produced, {k: round(v, 3) for k, v in parts.items()}
-
-
-class ReloadingDecoders:
-    """The official demo's decoders: a fresh pipeline set is loaded for every item it generates."""
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self.factory = factory
-        self.loads = 0
-        self.load_s = 0.0
-
-    def generate(self, modality: Any, cond: torch.Tensor, **kwargs: Any) -> np.ndarray:
-        self.loads += 1
-        t0 = time.perf_counter()
-        decoders = self.factory()
-        decoders.pipeline(modality)  # from_folder is lazy: the load happens here
-        self.load_s += time.perf_counter() - t0
-        return decoders.generate(modality, cond, **kwargs)
 
 
 def default_decoder_factory(model: Any) -> Callable[[], Any] | None:
