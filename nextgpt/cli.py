@@ -5,8 +5,9 @@
     memory    weights per component and peak memory of a preset under a quantization / offload plan,
               computed from the real architectures on the meta device (nothing is downloaded)
     convert   the official pytorch_model.pt (pickle) -> our safetensors layout, weights-only
-    eval      the paper's tables on the world's test split through the chat API -> --out/report.md, report.json,
-              items.jsonl, *.png; prints {"report", "json", "plots", "summary", "skipped"}
+    eval      the paper's tables on a split of the world (default val; written first when missing) through the
+              chat API -> --out/report.md, report.json, items.jsonl, *.png; prints {"report", "json", "plots",
+              "summary", "skipped"}
     bench     speed and memory on this CPU against the targets and the official demo's way -> --out/bench.json,
               bench.md; prints {"bench", "md", "targets", "speedup_vs_official"}
 """
@@ -73,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("checkpoint", type=Path, help="path to the official pytorch_model.pt")
     c.add_argument("--out", type=Path, required=True, help="output folder")
 
-    e = sub.add_parser("eval", help="the paper's tables on the world's test split")
+    e = sub.add_parser("eval", help="the paper's tables on a split of the world (default val)")
     _add_model_args(e)
-    e.add_argument("--data", type=Path, default=DEFAULT_WORLD, help="the world's root folder (default data/world)")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--data", type=Path, default=DEFAULT_WORLD,
+                   help="the world's root folder (default data/world); a missing split is written there first")
+    e.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="val (default) to develop on; test once, for the report a checkpoint ships with")
     e.add_argument("--limit", type=int, default=None,
                    help="items per modality (captioning, generation), edit turns and dialogues (default: all)")
     e.add_argument("--seed", type=int, default=0)
@@ -191,17 +194,24 @@ def _load(args: argparse.Namespace) -> Any:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from nextgpt.eval import EvalConfig, evaluate, write_report
 
+    from nextgpt.model import default_checkpoint_dir
+    from nextgpt.world.records import ensure_split
+
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
-    if not (args.data / args.split / "mosit.json").is_file():
-        raise UserError(f"no world split at {args.data / args.split}: make it with "
-                        f"python -m nextgpt.world.records --out {args.data}")
-    cfg = EvalConfig(data_dir=args.data, split=args.split, limit=args.limit, seed=args.seed,
+    try:
+        ensure_split(args.data, args.split)
+    except OSError as err:
+        raise UserError(f"cannot write the world's {args.split} split in {args.data}: {err}") from None
+    checkpoint = args.checkpoint or default_checkpoint_dir(args.preset)
+    cfg = EvalConfig(data_dir=args.data, split=args.split, checkpoint=checkpoint, limit=args.limit, seed=args.seed,
                      max_new_tokens=args.max_new_tokens, num_inference_steps=args.steps, use_meteor=not args.no_meteor)
     report = evaluate(_load(args), cfg)
     paths = write_report(report, args.out)
     t = report.tables
     summary = {
+        "split": args.split,
+        "weight_hash": report.meta["weight_hash"],
         "caption_bleu4": {m: r.get("BLEU-4") for m, r in t["captioning"]["rows"].items()},
         "caption_attribute_all": {m: r.get("attributes", {}).get("all") for m, r in t["captioning"]["rows"].items()},
         "switch_accuracy": {m: r.get("switch_accuracy") for m, r in t["generation"]["rows"].items()},

@@ -143,7 +143,8 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
     assert f"| {TEXT_ONLY_REQUESTS[0]} | none | {' '.join(answers[0]['reply'].split())[:197]}" in md
 
     # a rerun gives the same outputs (greedy decoding, diffusion seeded per record): checked on limit 1
-    again = evaluate(oracle_model, EvalConfig(data_dir=world, limit=1, max_new_tokens=24, progress=False, use_meteor=False))
+    again = evaluate(oracle_model, EvalConfig(data_dir=world, split="test", limit=1, max_new_tokens=24, progress=False,
+                                              use_meteor=False))
     first = {json.dumps({k: v for k, v in item.items()}, sort_keys=True) for item in report.items}
     assert all(json.dumps(item, sort_keys=True) in first for item in again.items)
 
@@ -154,7 +155,7 @@ def test_eval_cli_on_a_text_only_checkpoint(tiny_model, world, tmp_path, monkeyp
     tiny_model.encoder = None
     tiny_model.can_generate = set()
     monkeypatch.setattr(cli, "_load", lambda args: tiny_model)
-    code = cli.main(["eval", "--data", str(world), "--limit", "1", "--no-meteor", "--max-new-tokens", "8",
+    code = cli.main(["eval", "--data", str(world), "--split", "test", "--limit", "1", "--no-meteor", "--max-new-tokens", "8",
                      "--out", str(tmp_path / "e")])
     out = json.loads(capsys.readouterr().out.strip())
     assert code == 0, out
@@ -166,9 +167,48 @@ def test_eval_cli_on_a_text_only_checkpoint(tiny_model, world, tmp_path, monkeyp
     assert "skipped" in (tmp_path / "e" / "report.md").read_text()
 
 
-def test_eval_cli_without_a_world(tmp_path, capsys):
-    code = cli.main(["eval", "--data", str(tmp_path / "nowhere")])
-    assert code == 2 and "no world split" in json.loads(capsys.readouterr().out)["error"]
+def test_eval_cli_writes_the_missing_split_and_names_its_provenance(tiny_model, tmp_path, monkeypatch, capsys):
+    """A fresh clone has no data/world: `eval` writes the split it needs (the same bytes `make_split` writes)
+    and the report names its split, the checkpoint's weight hash and the git commit."""
+    from safetensors.torch import save_file
+
+    from nextgpt.eval.provenance import git_commit, weight_hash
+    from nextgpt.world.records import SPLIT_SIZES
+
+    tiny_model.can_encode = False
+    tiny_model.encoder = None
+    tiny_model.can_generate = set()
+    monkeypatch.setattr(cli, "_load", lambda args: tiny_model)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    save_file({"w": torch.arange(4.0)}, str(ckpt / "a.safetensors"))
+    code = cli.main(["eval", "--data", str(tmp_path / "nowhere"), "--checkpoint", str(ckpt), "--limit", "1",
+                     "--no-meteor", "--max-new-tokens", "4", "--out", str(tmp_path / "e")])
+    out = json.loads(capsys.readouterr().out.strip())
+    assert code == 0, out
+    assert out["summary"]["split"] == "val"  # the development split by default
+    val = tmp_path / "nowhere" / "val"
+    assert len(json.loads((val / "t2m.json").read_text())) == 3 * SPLIT_SIZES["val"]
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["meta"]["split"] == "val" and report["meta"]["weight_hash"] == weight_hash(ckpt)
+    assert report["meta"]["weight_hash"].startswith("sha256:") and report["meta"]["git_commit"] == git_commit()
+    md = (tmp_path / "e" / "report.md").read_text()
+    assert "Split **val**" in md and report["meta"]["weight_hash"] in md
+
+
+def test_weight_hash_follows_the_weights_only(tmp_path):
+    from safetensors.torch import save_file
+
+    from nextgpt.eval.provenance import weight_hash
+
+    assert weight_hash(tmp_path) is None
+    (tmp_path / "sub").mkdir()
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "sub" / "m.safetensors"))
+    first = weight_hash(tmp_path)
+    (tmp_path / "README.md").write_text("a model card")
+    assert weight_hash(tmp_path) == first
+    save_file({"w": torch.ones(3)}, str(tmp_path / "sub" / "m.safetensors"))
+    assert weight_hash(tmp_path) != first
 
 
 # ---- bench -------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ COMPONENTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "vi
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    return make_world(tmp_path_factory.mktemp("world"), ("train", "test"), n=4, n_dialogues=0)
+    return make_world(tmp_path_factory.mktemp("world"), ("train", "val", "test"), n=4, n_dialogues=0)
 
 
 def _args(world: Path, tmp: Path, **kw) -> DecoderTrainArgs:

@@ -342,6 +342,22 @@ def test_prompt_tables():
             assert set(P.EDIT_PROMPTS[attribute]) == set(words) and attribute in P.QUESTIONS
 
 
+def test_ensure_split_writes_the_standard_split_once(tmp_path):
+    from nextgpt.world.records import ensure_split
+
+    root = ensure_split(tmp_path / "a", "test", n=3)
+    make_split(tmp_path / "b", "test", n=3, seed=0, n_dialogues=3, workers=2)
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(tmp_path / "b" / "test") for p in (tmp_path / "b" / "test").rglob("*")
+                                     if p.is_file())
+    assert all((root / f).read_bytes() == (tmp_path / "b" / "test" / f).read_bytes() for f in files)
+    stamp = (root / "meta.json").stat().st_mtime_ns
+    ensure_split(tmp_path / "a", "test", n=3)  # present: left alone
+    assert (root / "meta.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError):
+        ensure_split(tmp_path, "dev")
+
+
 def test_cli_writes_disjoint_splits(tmp_path):
     records_main(["--out", str(tmp_path), "--seed", "1", "--train", "3", "--val", "2", "--test", "2",
                   "--dialogues", "0.5", "--workers", "2"])

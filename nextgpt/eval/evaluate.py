@@ -1,9 +1,13 @@
-"""The paper's tables on the world's held-out split, measured through the public `NextGPT.chat` API only.
+"""The paper's tables on a split of the world, measured through the public `NextGPT.chat` API only.
 
-    python -m nextgpt eval --preset nano --split test --limit 4 --out runs/eval
+    python -m nextgpt eval --preset nano --limit 4 --out runs/eval            # val: the development split
+    python -m nextgpt eval --preset nano --split test --out benchmarks        # test: once, for a shipped report
 
     report = evaluate(model, EvalConfig(data_dir=Path("data/world"), limit=4))
     write_report(report, Path("runs/eval"))   # report.md, report.json, items.jsonl, *.png
+
+The split is written first when it is missing (`ensure_split`: deterministic, seconds). Every report names
+its split, the checkpoint's weight hash and the git commit it was measured at.
 
 1. X->text captioning (comprehension.json): BLEU-4 / METEOR / CIDEr against every caption phrasing of the
    world, and per-attribute accuracy of the words in the reply (`parse_caption`).
@@ -23,6 +27,7 @@ reported as skipped with the reason, never faked.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -74,8 +79,9 @@ _CHAT = {human for human, _ in P.CHAT}
 class EvalConfig:
     """What to evaluate and how."""
 
-    data_dir: Path  # the world's root (holds <split>/comprehension.json, ...)
-    split: str = "test"
+    data_dir: Path  # the world's root (holds <split>/comprehension.json, ...); a missing split is written
+    split: str = "val"  # develop on val; test is run once for the report a checkpoint ships with
+    checkpoint: Path | None = None  # the checkpoint folder, for the weight hash in the report
     limit: int | None = None  # items per modality (tables 1-2), edit turns (3), dialogues (4); None = all
     seed: int = 0  # diffusion seed base (item seed = seed + record index); decoding is greedy
     max_new_tokens: int = 64
@@ -198,12 +204,9 @@ class _Runner:
 
 
 def _records(cfg: EvalConfig, kind: str) -> tuple[list[dict[str, Any]], Path]:
-    from nextgpt.world.records import load_records
+    from nextgpt.world.records import ensure_split, load_records
 
-    root = Path(cfg.data_dir) / cfg.split
-    if not (root / f"{kind}.json").is_file():
-        raise FileNotFoundError(f"{root / f'{kind}.json'} missing: make the world first "
-                                "(python -m nextgpt.world.records --out DIR)")
+    root = ensure_split(cfg.data_dir, cfg.split)
     return load_records(cfg.data_dir, cfg.split, kind), root
 
 
@@ -528,8 +531,16 @@ def evaluate(model: Any, cfg: EvalConfig) -> EvalReport:
     finally:
         run.bar.close()
     samples = tables["generation"].pop("_samples")
+    from nextgpt.eval.provenance import git_commit, weight_hash
+
+    world = json.loads((Path(cfg.data_dir) / cfg.split / "meta.json").read_text())
     meta = {
         "preset": model.cfg.name,
+        "split": cfg.split,
+        "world": {k: world.get(k) for k in ("seed", "split_seed", "n", "version")},
+        "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
+        "weight_hash": weight_hash(cfg.checkpoint) if cfg.checkpoint else None,
+        "git_commit": git_commit(),
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "capabilities": capabilities(model),
         "decoding": "greedy (temperature 0); diffusion seeded with seed + record index",
@@ -561,8 +572,6 @@ def _skipped(tables: dict[str, Any]) -> list[str]:
 
 
 def iter_lines(items: Iterable[dict[str, Any]]) -> Iterable[str]:
-    import json
-
     for item in items:
         yield json.dumps(item, default=_jsonable) + "\n"
 

@@ -66,6 +66,10 @@ def markdown(report: EvalReport) -> str:
     lines = [
         f"# NExT-GPT evaluation: preset `{meta['preset']}`, world split `{cfg['split']}`",
         "",
+        f"Split **{meta.get('split', cfg['split'])}** of the world (seed {meta.get('world', {}).get('seed')}); "
+        f"checkpoint `{meta.get('checkpoint')}`, weights `{meta.get('weight_hash')}`; code at git commit "
+        f"`{meta.get('git_commit')}`.",
+        "",
         f"Limit {cfg['limit'] or 'none'} (items per modality / edit turns / dialogues), seed {cfg['seed']}, "
         f"{meta['decoding']}; {meta['chat_calls']} chat calls in {meta['elapsed_s']} s "
         f"(torch threads: {meta['torch_threads']}). Everything goes through `NextGPT.chat`.",

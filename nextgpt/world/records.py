@@ -42,6 +42,7 @@ from nextgpt.world.vocab import (ATTRIBUTES, CAPTION_TEMPLATES, DIRECTIONS, MEDI
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+SPLIT_SIZES = {"train": 2000, "val": 200, "test": 200}  # items per modality (and dialogues) of the standard world
 KINDS = ("comprehension", "generation", "t2m", "mosit")
 MEDIA_DIRS = {"image": "images", "audio": "audio", "video": "videos"}
 MEDIA_EXTS = {"image": ".png", "audio": ".wav", "video": ".mp4"}
@@ -329,6 +330,28 @@ def make_split(out_dir: str | Path, split: str, n: int, seed: int, n_dialogues: 
     return counts
 
 
+def split_ready(out_dir: str | Path, split: str) -> bool:
+    """Whether out_dir/split holds every record file (and so was written to the end)."""
+    root = Path(out_dir) / split
+    return (root / "meta.json").is_file() and all((root / f"{kind}.json").is_file() for kind in KINDS)
+
+
+def ensure_split(out_dir: str | Path, split: str, seed: int = 0, n: int | None = None,
+                 workers: int = 2) -> Path:
+    """out_dir/split, written first if missing: the standard world (`SPLIT_SIZES`, one dialogue per item).
+
+    Deterministic from `seed`, so a split made here is byte for byte the one `main` writes; the val or
+    test split takes seconds. Returns the split's folder.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not split_ready(out_dir, split):
+        size = SPLIT_SIZES[split] if n is None else n
+        logger.info("no %s split in %s: writing it (%d items per modality)", split, out_dir, size)
+        make_split(out_dir, split, size, seed, n_dialogues=size, workers=workers)
+    return Path(out_dir) / split
+
+
 def load_records(out_dir: str | Path, split: str, kind: str) -> list[dict]:
     """The records of one kind ('comprehension' | 'generation' | 't2m' | 'mosit') of one split."""
     if kind not in KINDS:
@@ -340,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per split)")
     parser.add_argument("--seed", type=int, default=0, help="world seed; splits use seed*1000 + split index")
-    for split, default in zip(SPLITS, (2000, 200, 200)):
+    for split, default in SPLIT_SIZES.items():
         parser.add_argument(f"--{split}", type=int, default=default, help=f"{split} items per modality")
     parser.add_argument("--dialogues", type=float, default=1.0, help="MosIT dialogues per item (ratio)")
     parser.add_argument("--frames", type=int, default=8, help="video frames per clip (8-16)")
