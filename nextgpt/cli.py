@@ -213,10 +213,11 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         "split": args.split,
         "weight_hash": report.meta["weight_hash"],
         "caption_bleu4": {m: r.get("BLEU-4") for m, r in t["captioning"]["rows"].items()},
-        "caption_attribute_all": {m: r.get("attributes", {}).get("all") for m, r in t["captioning"]["rows"].items()},
-        "switch_accuracy": {m: r.get("switch_accuracy") for m, r in t["generation"]["rows"].items()},
-        "editing_accuracy": t["editing"]["accuracy"],
-        "dialogue_success": t["dialogue"]["success_rate"],
+        "caption_attribute_all": {m: (r.get("attributes", {}).get("all") or {}).get("rate")
+                                  for m, r in t["captioning"]["rows"].items()},
+        "switch_accuracy": {m: (r.get("switch_accuracy") or {}).get("rate") for m, r in t["generation"]["rows"].items()},
+        "editing_accuracy": t["editing"]["accuracy"]["rate"],
+        "dialogue_success": t["dialogue"]["success_rate"]["rate"],
     }
     return {"report": paths["md"], "json": paths["json"], "plots": paths["plots"], "summary": summary,
             "skipped": report.meta["skipped"]}

@@ -17,7 +17,8 @@ from conftest import make_world
 from nextgpt import cli
 from nextgpt.eval.bench import TARGETS, BenchConfig, benchmark, write_bench
 from nextgpt.eval.evaluate import TEXT_ONLY_REQUESTS, EvalConfig, evaluate, turn_kind
-from nextgpt.eval.metrics import attribute_accuracy, bleu4, caption_scores, frechet_distance, mean_cosine
+from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, bleu4, caption_scores, frechet_distance,
+                                  mean_cosine, rate, rate_of)
 from nextgpt.eval.report import write_report
 from tests.conftest import tiny_decoders
 
@@ -91,8 +92,25 @@ def test_cosine_and_attribute_accuracy():
     assert mean_cosine(x, x) == pytest.approx(1.0)
     assert mean_cosine(x, -x) == pytest.approx(-1.0)
     acc = attribute_accuracy([{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}],
-                             [{"colour": "red", "shape": "square"}, None])
-    assert acc == {"colour": 0.5, "shape": 0.0, "all": 0.0}
+                             [{"colour": "red", "shape": "square"}, None], attribute_chance("image"))
+    assert {k: (v["k"], v["n"], v["rate"]) for k, v in acc.items()} == {
+        "colour": (1, 2, 0.5), "shape": (0, 2, 0.0), "all": (0, 2, 0.0)}
+    assert acc["colour"]["chance"] == pytest.approx(1 / 6) and acc["all"]["chance"] == pytest.approx(1 / 18)
+
+
+@pytest.mark.parametrize("k,n", [(17, 20), (0, 12), (40, 40), (1, 1), (333, 1000)])
+def test_rates_carry_n_wilson_interval_and_chance(k, n):
+    z = 1.959963984540054  # the closed form of the Wilson score interval
+    p = k / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    r = rate(k, n, chance=0.25)
+    assert (r["k"], r["n"], r["rate"], r["chance"]) == (k, n, p, 0.25)
+    assert r["ci95"] == pytest.approx([centre - half, centre + half], abs=1e-9)
+    assert r["ci95"][0] <= p <= r["ci95"][1]
+    assert rate_of([True] * k + [False] * (n - k), [0.5, 0.0])["chance"] == 0.25
+    assert rate(0, 0)["rate"] is None and rate(0, 0)["ci95"] is None
+    with pytest.raises(ValueError):
+        rate(3, 2)
 
 
 def test_meteor_without_java_is_reported_not_raised(monkeypatch):
@@ -122,24 +140,34 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
     assert len(paths["plots"]) == 6
     data = json.loads((out / "report.json").read_text())
     assert data["meta"]["skipped"] == [] and data["meta"]["errors"] == []
+    def is_rate(r, n, chance=True):
+        return (r["n"] == n and r["k"] == round(r["rate"] * n) and r["ci95"][0] <= r["rate"] <= r["ci95"][1]
+                and (r["chance"] is not None) == chance)
+
     for m in ("image", "audio", "video"):
         row = data["captioning"]["rows"][m]
         assert row["n"] == 2 and 0.0 <= row["BLEU-4"] <= 1.0 and row["CIDEr"] >= 0.0
         assert row["METEOR"] is None or 0.0 <= row["METEOR"] <= 1.0
-        assert all(0.0 <= v <= 1.0 for v in row["attributes"].values())
+        assert all(is_rate(v, 2) for v in row["attributes"].values())
         gen = data["generation"]["rows"][m]
-        assert gen["switch_accuracy"] == 1.0  # the oracle always asks for the right modality
-        assert 0.0 <= gen["attributes"]["all"] <= 1.0 and gen["frechet"] >= 0.0
+        assert gen["switch_accuracy"]["rate"] == 1.0 and is_rate(gen["switch_accuracy"], 2)  # the oracle asks right
+        assert is_rate(gen["attributes"]["all"], 2) and gen["frechet"] >= 0.0
+        assert gen["combinations"]["seen"]["n"] + gen["combinations"]["held_out"]["n"] == 2
         assert -1.0 <= gen["clipsim"] <= 1.0 and -1.0 <= gen["clipsim_real"] <= 1.0
-    assert data["captioning"]["rows"]["image"]["attributes"]["colour"] >= 0.0
-    assert data["generation"]["rows"]["text"]["switch_accuracy"] == 1.0
+    assert data["generation"]["rows"]["text"]["switch_accuracy"]["rate"] == 1.0
+    assert is_rate(data["dialogue"]["success_rate"], 2) and is_rate(data["dialogue"]["turn_accuracy"],
+                                                                     data["dialogue"]["turn_accuracy"]["n"])
+    if data["editing"]["n"]:
+        assert is_rate(data["editing"]["accuracy"], data["editing"]["n"])
     assert data["generation"]["confusion"]["text"]["none"] == 2
     answers = data["generation"]["rows"]["text"]["answers"]
     assert [a["prompt"] for a in answers] == list(TEXT_ONLY_REQUESTS[:2]) and all(a["produced"] == [] for a in answers)
-    assert data["dialogue"]["n"] == 2 and 0.0 <= data["dialogue"]["success_rate"] <= 1.0
+    assert data["dialogue"]["n"] == 2
     assert data["editing"]["n"] <= 2 and "reference" in data["editing"]["history"]
     md = (out / "report.md").read_text()
-    assert "BLEU-4" in md and "confusion" in md and "Multi-turn" in md
+    assert "BLEU-4" in md and "confusion" in md and "Multi-turn" in md and "Wilson" in md and "chance %" in md
+    r = data["generation"]["rows"]["image"]["attributes"]["all"]
+    assert f"{100 * r['rate']:.1f} ({r['k']}/{r['n']}; {100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f})" in md
     assert f"| {TEXT_ONLY_REQUESTS[0]} | none | {' '.join(answers[0]['reply'].split())[:197]}" in md
 
     # a rerun gives the same outputs (greedy decoding, diffusion seeded per record): checked on limit 1

@@ -41,14 +41,16 @@ import torch
 from tqdm import tqdm
 
 from nextgpt.config import GenerationSettings, Modality
-from nextgpt.eval.metrics import attribute_accuracy, caption_scores, frechet_distance, mean_cosine
+from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, caption_scores, frechet_distance, mean_cosine,
+                                  rate_of)
 from nextgpt.world import prompts as P
 from nextgpt.world.judge import judge_audio, judge_image, judge_video, parse_caption
-from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES
+from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES, held_out_pairs
 
 log = logging.getLogger(__name__)
 
 PRODUCED_COLUMNS = (*MODALITIES, "none")  # confusion-matrix columns
+SWITCH_CHANCE = 1.0 / len(PRODUCED_COLUMNS)  # a blind pick of one outcome: image, audio, video or none
 ASKED_ROWS = (*MODALITIES, "text")  # confusion-matrix rows
 
 # Text-only requests: the right answer produces no media. Some name world words on purpose (colours,
@@ -141,6 +143,16 @@ def caption_attributes(caption: str, modality: str) -> dict[str, str]:
     if missing:
         raise ValueError(f"{caption!r} is not a world {modality} caption (no {missing})")
     return found  # type: ignore[return-value]
+
+
+def by_combination(modality: str, truths: Sequence[dict[str, str]], preds: Sequence[Any]) -> dict[str, Any]:
+    """Every-attribute-right rates of the items whose attribute combination is seen in training vs held out of
+    it (`held_out_pairs`); `preds` are judged attribute dicts (None = nothing produced) or plain booleans."""
+    groups: dict[str, list[bool]] = {"seen": [], "held_out": []}
+    for truth, pred in zip(truths, preds):
+        ok = pred if isinstance(pred, bool) else all((pred or {}).get(k) == v for k, v in truth.items())
+        groups["held_out" if held_out_pairs(modality, truth) else "seen"].append(ok)
+    return {g: rate_of(v, attribute_chance(modality)["all"]) for g, v in groups.items()}
 
 
 def produced(reply: Any) -> list[tuple[str, np.ndarray]]:
@@ -259,7 +271,8 @@ def run_captioning(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
         rows[m] = {"n": len(truths), "examples": examples[:3]}
         if truths:
             groups[m] = (refs, hyps)
-            accuracy[m] = attribute_accuracy(truths, preds)
+            accuracy[m] = attribute_accuracy(truths, preds, attribute_chance(m))
+            rows[m]["combinations"] = by_combination(m, truths, preds)
     scores = caption_scores(groups, use_meteor=run.cfg.use_meteor) if groups else {}
     for m in groups:
         rows[m].update(scores[m], attributes=accuracy[m])
@@ -291,7 +304,7 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
         if row["skipped"]:
             rows[asked] = {"n": 0, "skipped": row["skipped"]}
             continue
-        right, truths, preds, answers = 0, [], [], []
+        rights, truths, preds, answers = [], [], [], []
         store = media.setdefault(asked, {"generated": [], "captions": [], "real": [], "real_captions": []})
         for index, item in row["items"]:
             if asked == "text":
@@ -304,7 +317,7 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             kinds = [m for m, _ in out]
             for column in set(kinds) or {"none"}:
                 confusion[asked][column] += 1
-            right += sorted(kinds) == ([] if asked == "text" else [asked])
+            rights.append(sorted(kinds) == ([] if asked == "text" else [asked]))
             record = {"table": "generation", "asked": asked, "record": index, "prompt": _text(messages[0]),
                       "reply": reply.text, "produced": kinds}
             if asked == "text":  # shown in the report: does general chat survive the tuning?
@@ -324,15 +337,16 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
                         samples.append({"modality": asked, "caption": caption, "array": mine[0], "judged": pred})
                 record.update(caption=caption, judged=pred)
             items_out.append(record)
-        n = len(row["items"])
-        rows[asked] = {"n": n, "switch_accuracy": right / n if n else None, **({"answers": answers} if answers else {})}
+        rows[asked] = {"n": len(rights), "switch_accuracy": rate_of(rights, SWITCH_CHANCE),
+                       **({"answers": answers} if answers else {})}
         if truths:
-            rows[asked]["attributes"] = attribute_accuracy(truths, preds)
-            rows[asked]["produced_fraction"] = sum(p is not None for p in preds) / len(preds)
+            rows[asked]["attributes"] = attribute_accuracy(truths, preds, attribute_chance(asked))
+            rows[asked]["combinations"] = by_combination(asked, truths, preds)
+            rows[asked]["produced_fraction"] = rate_of([p is not None for p in preds])
     embedding = _embedding_metrics(model, media)
     for m, values in embedding.items():
         rows[m].update(values)
-    switch = [rows[r]["switch_accuracy"] for r in ASKED_ROWS if rows.get(r, {}).get("switch_accuracy") is not None]
+    switch = [rows[r]["switch_accuracy"]["rate"] for r in ASKED_ROWS if rows.get(r, {}).get("switch_accuracy")]
     return {"rows": rows, "confusion": {r: confusion[r] for r in ASKED_ROWS if rows[r].get("n")},
             "switch_accuracy_mean": float(np.mean(switch)) if switch else None, "_samples": samples,
             "attribute_accuracy": "over all requests of the row: a missing item counts as wrong"}
@@ -410,20 +424,28 @@ def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, An
         reply = run.chat(messages[: j + 1], seed=1000 * d + j)
         mine = reply.media(Modality(m))
         pred = judge(m, mine[0], reply.audio_sample_rate) if mine else {}
-        row = per.setdefault(m, {"all": [], "edited": [], "kept": [], "produced": []})
+        row = per.setdefault(m, {"all": [], "edited": [], "kept": [], "produced": [], "targets": [], "chance": []})
+        kept = [k for k in new if k not in edited]
+        words = ATTRIBUTES[m]
         row["produced"].append(bool(mine))
         row["all"].append(bool(mine) and all(pred.get(k) == v for k, v in new.items()))
         row["edited"].append(bool(mine) and all(pred.get(k) == new[k] for k in edited))
-        kept = [k for k in new if k not in edited]
         row["kept"].append(bool(mine) and all(pred.get(k) == new[k] for k in kept))
+        row["targets"].append(new)
+        row["chance"].append({"edited": float(np.prod([1 / len(words[k]) for k in edited])),
+                              "kept": float(np.prod([1 / len(words[k]) for k in kept]))})
         items_out.append({"table": "editing", "dialogue": d, "turn": j // 2, "request": _text(messages[j]),
                           "previous": before["caption"], "target": caption, "edited": edited, "reply": reply.text,
                           "produced": [k for k, _ in produced(reply)], "judged": pred or None})
-    rows = {m: {"n": len(v["all"]), **{k: float(np.mean(x)) for k, x in v.items()}} for m, v in per.items()}
+    rows = {m: {"n": len(v["all"]), "produced": rate_of(v["produced"]),
+                "all": rate_of(v["all"], attribute_chance(m)["all"]),
+                "edited": rate_of(v["edited"], [c["edited"] for c in v["chance"]]),
+                "kept": rate_of(v["kept"], [c["kept"] for c in v["chance"]]),
+                "combinations": by_combination(m, v["targets"], v["all"])} for m, v in per.items()}
     every = [x for v in per.values() for x in v["all"]]
+    chances = [attribute_chance(m)["all"] for m, v in per.items() for _ in v["all"]]
     return {"history": "reference (the recorded earlier turns and media)", "rows": rows,
-            "accuracy": float(np.mean(every)) if every else None, "n": len(every),
-            "skipped": plan["skipped"]}
+            "accuracy": rate_of(every, chances), "n": len(every), "skipped": plan["skipped"]}
 
 
 # ---- 4. multi-turn dialogues -------------------------------------------------------------------------
@@ -437,6 +459,19 @@ def plan_dialogues(model: Any, cfg: EvalConfig) -> dict[str, Any]:
         if not needs:
             items.append((d, messages))
     return {"items": items, "skipped": {"count": skipped, "of": len(items) + skipped, "reasons": dict(reasons)}}
+
+
+def turn_chance(reference: dict[str, Any], last_modality: str | None) -> float:
+    """How often a blind guess of every judged word would pass a turn (the modality taken as right): media turns,
+    every attribute of every expected item; text turns, the reference answer's attribute words (1.0 when it
+    names none: then any text reply without media passes)."""
+    expected = _media_parts(reference)
+    if expected:
+        return float(np.prod([attribute_chance(p["type"])["all"] for p in expected]))
+    if last_modality is None:
+        return 1.0
+    want = [k for k, v in parse_caption(_text(reference), last_modality).items() if v]
+    return float(np.prod([1 / len(ATTRIBUTES[last_modality][k]) for k in want]))
 
 
 def judge_turn(reference: dict[str, Any], reply: Any, last_modality: str | None) -> tuple[bool, dict[str, Any]]:
@@ -462,21 +497,23 @@ def judge_turn(reference: dict[str, Any], reply: Any, last_modality: str | None)
 
 
 def run_dialogues(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
-    successes, by_kind, by_index = [], {}, {}
+    successes, by_kind, by_index, dialogue_chance = [], {}, {}, []
     for d, messages in plan["items"]:
         history: list[dict[str, Any]] = []
         last: str | None = None
-        oks = []
+        oks, chances = [], []
         for j in range(0, len(messages) - 1, 2):
             user, reference = messages[j], messages[j + 1]
             history.append(user)
             last = ([p["type"] for p in _media_parts(user)] or [last])[-1]
             reply = run.chat(history, seed=1000 * d + j)
             ok, detail = judge_turn(reference, reply, last)
+            chance = turn_chance(reference, last)
             oks.append(ok)
+            chances.append(chance)
             kind = turn_kind(user)
-            by_kind.setdefault(kind, []).append(ok)
-            by_index.setdefault(j // 2 + 1, []).append(ok)
+            by_kind.setdefault(kind, []).append((ok, chance))
+            by_index.setdefault(j // 2 + 1, []).append((ok, chance))
             # the model's own reply (text and media) is what the next turn sees
             history.append({"role": "assistant", "content": [{"type": "text", "text": reply.text}]
                             + [{"type": m, "array": arr} for m, arr in produced(reply)]})
@@ -485,14 +522,19 @@ def run_dialogues(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, 
                               "request": _text(user), "reference": _text(reference), "reply": reply.text,
                               "right": ok, **{k: v for k, v in detail.items() if k != "judged"}})
         successes.append(all(oks))
+        dialogue_chance.append(float(np.prod(chances)))
     turns = [x for v in by_kind.values() for x in v]
+
+    def pooled(pairs: list[tuple[bool, float]]) -> dict[str, Any]:
+        return rate_of([ok for ok, _ in pairs], [c for _, c in pairs])
+
     return {
         "history": "the model's own earlier replies (text and produced media)",
         "n": len(successes),
-        "success_rate": float(np.mean(successes)) if successes else None,
-        "turn_accuracy": float(np.mean(turns)) if turns else None,
-        "by_kind": {k: {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(by_kind.items())},
-        "by_turn": {str(k): {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(by_index.items())},
+        "success_rate": rate_of(successes, dialogue_chance),
+        "turn_accuracy": pooled(turns),
+        "by_kind": {k: pooled(v) for k, v in sorted(by_kind.items())},
+        "by_turn": {str(k): pooled(v) for k, v in sorted(by_index.items())},
         "skipped": plan["skipped"],
     }
 
