@@ -8,6 +8,7 @@ through the real signal parsing, projectors, decoders, judges and metrics.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -22,8 +23,9 @@ from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, bleu4, c
 from nextgpt.eval.report import write_report
 from tests.conftest import tiny_decoders
 
-VIDEO_WORDS = ("video", "clip", "animate", "moving", "move ")
+VIDEO_WORDS = ("video", "clip", "animat", "moving", "move ", "film", "watch")
 AUDIO_WORDS = ("hear", "play", "sound", "audio", "tone", "beep", "buzz", "pitch", "synthesize", "record")
+IMAGE_CAPTION = re.compile(r"\ba (?:red|green|blue|yellow|purple|orange) (?:circle|square|triangle)\b")
 IMAGE_WORDS = ("draw", "picture", "see", "image", "paint", "sketch", "make it", "show me", "render", "generate", "create",
                "produce", "turn it", "same thing", "change")
 
@@ -41,6 +43,8 @@ def _answer(model, messages) -> list[int]:
     for modality, keys in ((Modality.VIDEO, VIDEO_WORDS), (Modality.AUDIO, AUDIO_WORDS), (Modality.IMAGE, IMAGE_WORDS)):
         if any(k in text for k in keys):
             return words("Here it is.") + signals(modality)
+    if IMAGE_CAPTION.search(text):  # any request naming a coloured shape, however phrased
+        return words("Here it is.") + signals(Modality.IMAGE)
     return words("It is red. Paris is the capital of France.")
 
 
@@ -126,6 +130,10 @@ def test_turn_kinds():
     assert turn_kind(user("What colour is it?")) == "question"
     assert turn_kind(user("draw a red circle")) == "request"
     assert turn_kind({"role": "user", "content": [{"type": "image", "path": "x.png"}]}) == "upload"
+    # the test split's own phrasings, and an upload with an edit in the same turn
+    assert turn_kind(user("can u make it purple")) == "edit" and turn_kind(user("what color is it")) == "question"
+    upload = lambda text: {"role": "user", "content": [{"type": "image", "path": "x.png"}, {"type": "text", "text": text}]}  # noqa: E731
+    assert turn_kind(upload("Make it purple.")) == "upload_edit" and turn_kind(upload("What's this?")) == "upload"
 
 
 # ---- eval end to end -----------------------------------------------------------------------------------

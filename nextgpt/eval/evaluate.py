@@ -70,11 +70,13 @@ TEXT_ONLY_REQUESTS = (
     "Why is the sky blue?",
 )
 
-_EDIT_PROMPTS = {p for values in P.EDIT_PROMPTS.values() for ps in values.values() for p in ps}
-_QUESTIONS = {q for qs, _ in P.QUESTIONS.values() for q in qs}
-_ANIMATE = {p.format(value=d) for p in P.ANIMATE_PROMPTS for d in ATTRIBUTES["video"]["direction"]}
-_STILL = set(P.STILL_PROMPTS)
-_CHAT = {human for human, _ in P.CHAT}
+_BOOKS = (P.TRAIN_BOOK, P.TEST_BOOK)  # user-turn phrasings of every split
+_EDIT_PROMPTS = {p for b in _BOOKS for values in b.edits.values() for ps in values.values() for p in ps}
+_QUESTIONS = {q for b in _BOOKS for qs in b.questions.values() for q in qs}
+_ANIMATE = {p.format(value=d) for b in _BOOKS for p in b.animate for d in ATTRIBUTES["video"]["direction"]}
+_STILL = {p for b in _BOOKS for p in b.still}
+_CHAT = {human for b in _BOOKS for human, _ in b.chat}
+_UPLOAD_EDITS = {p.format(value=c) for b in _BOOKS for p in b.upload_edits for c in ATTRIBUTES["image"]["colour"]}
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,10 @@ def _media_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def turn_kind(user: dict[str, Any]) -> str:
-    """upload | edit | question | animate | still | chat | request, from a MosIT user turn."""
-    if _media_parts(user):
-        return "upload"
+    """upload | upload_edit | edit | question | animate | still | chat | request, from a MosIT user turn."""
     text = _text(user)
+    if _media_parts(user):
+        return "upload_edit" if text in _UPLOAD_EDITS else "upload"
     for kind, phrasings in (("edit", _EDIT_PROMPTS), ("question", _QUESTIONS), ("animate", _ANIMATE),
                             ("still", _STILL), ("chat", _CHAT)):
         if text in phrasings:
@@ -403,7 +405,7 @@ def plan_editing(model: Any, cfg: EvalConfig) -> dict[str, Any]:
     dialogues, _ = _mosit(cfg)
     items, skipped, reasons = [], 0, Counter()
     edits = [(d, j, messages) for d, messages in enumerate(dialogues) for j in range(0, len(messages) - 1, 2)
-             if turn_kind(messages[j]) == "edit"]
+             if turn_kind(messages[j]) in ("edit", "upload_edit")]
     for d, j, messages in _cap(edits, cfg.limit):
         needs = _needs(model, messages[: j + 2])
         skipped += bool(needs)
@@ -415,10 +417,11 @@ def plan_editing(model: Any, cfg: EvalConfig) -> dict[str, Any]:
 
 def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
     per: dict[str, dict[str, list]] = {}
+    kinds: dict[str, list[tuple[bool, float]]] = {}
     for d, j, messages in plan["items"]:
         target = _media_parts(messages[j + 1])[0]  # the item the reference reply produced
         m, caption = target["type"], target["caption"]
-        before = [p for msg in messages[:j] for p in _media_parts(msg)][-1]  # the item being edited
+        before = [p for msg in messages[:j + 1] for p in _media_parts(msg)][-1]  # the item being edited
         new, old = caption_attributes(caption, m), caption_attributes(before["caption"], before["type"])
         edited = [k for k in new if old.get(k) != new[k]]
         reply = run.chat(messages[: j + 1], seed=1000 * d + j)
@@ -432,9 +435,11 @@ def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, An
         row["edited"].append(bool(mine) and all(pred.get(k) == new[k] for k in edited))
         row["kept"].append(bool(mine) and all(pred.get(k) == new[k] for k in kept))
         row["targets"].append(new)
+        kinds.setdefault(turn_kind(messages[j]), []).append((row["all"][-1], attribute_chance(m)["all"]))
         row["chance"].append({"edited": float(np.prod([1 / len(words[k]) for k in edited])),
                               "kept": float(np.prod([1 / len(words[k]) for k in kept]))})
-        items_out.append({"table": "editing", "dialogue": d, "turn": j // 2, "request": _text(messages[j]),
+        items_out.append({"table": "editing", "dialogue": d, "turn": j // 2, "kind": turn_kind(messages[j]),
+                          "request": _text(messages[j]),
                           "previous": before["caption"], "target": caption, "edited": edited, "reply": reply.text,
                           "produced": [k for k, _ in produced(reply)], "judged": pred or None})
     rows = {m: {"n": len(v["all"]), "produced": rate_of(v["produced"]),
@@ -445,7 +450,8 @@ def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, An
     every = [x for v in per.values() for x in v["all"]]
     chances = [attribute_chance(m)["all"] for m, v in per.items() for _ in v["all"]]
     return {"history": "reference (the recorded earlier turns and media)", "rows": rows,
-            "accuracy": rate_of(every, chances), "n": len(every), "skipped": plan["skipped"]}
+            "accuracy": rate_of(every, chances), "n": len(every), "skipped": plan["skipped"],
+            "by_kind": {k: rate_of([ok for ok, _ in v], [c for _, c in v]) for k, v in sorted(kinds.items())}}
 
 
 # ---- 4. multi-turn dialogues -------------------------------------------------------------------------
@@ -576,10 +582,12 @@ def evaluate(model: Any, cfg: EvalConfig) -> EvalReport:
     from nextgpt.eval.provenance import git_commit, weight_hash
 
     world = json.loads((Path(cfg.data_dir) / cfg.split / "meta.json").read_text())
+    trained_on = Path(cfg.checkpoint) / "training_world.json" if cfg.checkpoint else None
     meta = {
         "preset": model.cfg.name,
         "split": cfg.split,
-        "world": {k: world.get(k) for k in ("seed", "split_seed", "n", "version")},
+        "world": {k: world.get(k) for k in ("seed", "split_seed", "n", "version", "phrasings", "held_out_pairs")},
+        "checkpoint_world": json.loads(trained_on.read_text()) if trained_on and trained_on.is_file() else None,
         "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
         "weight_hash": weight_hash(cfg.checkpoint) if cfg.checkpoint else None,
         "git_commit": git_commit(),

@@ -18,6 +18,9 @@ from nextgpt.eval.evaluate import ASKED_ROWS, PRODUCED_COLUMNS, EvalReport, iter
 from nextgpt.world.vocab import HELD_OUT_PAIRS, MODALITIES
 
 
+_KIND_NAMES = {"edit": "edit in a later turn", "upload_edit": "upload + edit in one turn"}
+
+
 def _held_out_words() -> list[str]:
     return [f"{a} {b}" for pairs in HELD_OUT_PAIRS.values() for a, b in pairs]
 
@@ -100,7 +103,8 @@ def markdown(report: EvalReport) -> str:
         "",
         f"Split **{meta.get('split', cfg['split'])}** of the world (seed {meta.get('world', {}).get('seed')}); "
         f"checkpoint `{meta.get('checkpoint')}`, weights `{meta.get('weight_hash')}`; code at git commit "
-        f"`{meta.get('git_commit')}`.",
+        f"`{meta.get('git_commit')}`. User turns: {(meta.get('world') or {}).get('phrasings') or 'train'} "
+        "phrasings.",
         "",
         f"Limit {cfg['limit'] or 'none'} (items per modality / edit turns / dialogues), seed {cfg['seed']}, "
         f"{meta['decoding']}; {meta['chat_calls']} chat calls in {meta['elapsed_s']} s "
@@ -185,6 +189,8 @@ def markdown(report: EvalReport) -> str:
         rows = [[m, str(r["n"]), _rate(r["all"]), _chance(r["all"]), _rate(r["edited"]), _rate(r["kept"]),
                  _pct(r["produced"]["rate"])] for m, r in e["rows"].items()]
         rows.append(["**every edit**", str(e["n"]), _rate(e["accuracy"]), _chance(e["accuracy"]), "", "", ""])
+        rows += [[f"{_KIND_NAMES.get(k, k)}", str(r["n"]), _rate(r), _chance(r), "", "", ""]
+                 for k, r in e.get("by_kind", {}).items()]
         lines += _table(["modality", "n", "all %", "chance %", "edited %", "kept %", "produced %"], rows) + [""]
     else:
         lines += ["Not measured (see above).", ""]
@@ -212,6 +218,11 @@ def markdown(report: EvalReport) -> str:
     lines += ["## 5. Attribute combinations held out of training", "",
               "Every attribute right, for items whose attribute combination is in the train split vs those with a "
               f"combination held out of it ({', '.join(_held_out_words())}).", ""]
+    trained = meta.get("checkpoint_world") or {}
+    if trained.get("world_version") is not None and trained["world_version"] < (meta.get("world") or {}).get("version", 0):
+        lines += [f"**This checkpoint was trained on world version {trained['world_version']}, whose train split "
+                  "had every combination: for it these rows measure unseen phrasings and media, not unseen "
+                  "combinations.**", ""]
     lines += (_table(["table", "modality", "seen combinations %", "held-out combinations %", "chance %"], combos)
               if combos else ["No held-out combination in this split."]) + [""]
     if meta.get("plots"):

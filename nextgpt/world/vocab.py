@@ -62,6 +62,20 @@ HELD_OUT_PAIRS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
 }
 
 
+def without_held_out(spec: "Spec") -> "Spec":
+    """`spec` itself, or, when it has a held-out combination, the same item in the next colour (COLOURS order)
+    that forms none. Deterministic, with no random draw, so a split's other items stay as they were."""
+    if not held_out_pairs(spec.modality, spec.attributes):
+        return spec
+    colours = list(COLOURS)
+    start = colours.index(spec.colour)
+    for k in range(1, len(colours)):
+        moved = spec.edited("colour", colours[(start + k) % len(colours)])
+        if not held_out_pairs(moved.modality, moved.attributes):
+            return moved
+    raise ValueError(f"no colour takes {spec.caption!r} off the held-out combinations")
+
+
 def held_out_pairs(modality: str, attributes: dict[str, str]) -> list[str]:
     """The held-out combinations an item has, as words ('purple triangle', 'red up'); [] for none."""
     found = []
