@@ -235,7 +235,10 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         args.preset, folder=str(args.checkpoint) if args.checkpoint else None,
         quantization=args.quantization if args.quantization != "none" else None,
         device=args.device if args.device != "cpu" else None)
-    result = benchmark(model, BenchConfig(quick=args.quick, seed=args.seed), cold_start_cmd=cold, load_s=load_s)
+    from nextgpt.model import default_checkpoint_dir
+
+    result = benchmark(model, BenchConfig(quick=args.quick, seed=args.seed), cold_start_cmd=cold, load_s=load_s,
+                       checkpoint=args.checkpoint or default_checkpoint_dir(args.preset))
     paths = write_bench(result, args.out)
     speedup = result["measurements"]["speedup"]
     ratio = f"{speedup['value']:.2f}x" if speedup["value"] else f"not measured: {speedup['skipped']}"

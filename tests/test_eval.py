@@ -117,6 +117,19 @@ def test_rates_carry_n_wilson_interval_and_chance(k, n):
         rate(3, 2)
 
 
+@pytest.mark.parametrize("modality", ["image", "audio", "video"])
+def test_the_fid_floor_renders_the_same_captions_afresh(modality):
+    from nextgpt.eval.evaluate import render_again
+    from nextgpt.world import JUDGES, parse_caption, sample_spec
+
+    rng = np.random.default_rng(5)
+    captions = [sample_spec(modality, rng).caption for _ in range(6)]
+    again = render_again(modality, captions, seed=0)
+    assert [JUDGES[modality](x) for x in again] == [parse_caption(c, modality) for c in captions]
+    assert render_again(modality, captions, seed=0)[0].tobytes() == again[0].tobytes()  # seeded
+    assert render_again(modality, captions, seed=1)[0].tobytes() != again[0].tobytes()
+
+
 def test_meteor_without_java_is_reported_not_raised(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     scores = caption_scores({"image": ({"0": ["a red circle here"]}, {"0": "a red circle here"})})["image"]
@@ -159,7 +172,8 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
         assert all(is_rate(v, 2) for v in row["attributes"].values())
         gen = data["generation"]["rows"][m]
         assert gen["switch_accuracy"]["rate"] == 1.0 and is_rate(gen["switch_accuracy"], 2)  # the oracle asks right
-        assert is_rate(gen["attributes"]["all"], 2) and gen["frechet"] >= 0.0
+        assert is_rate(gen["attributes"]["all"], 2) and gen["frechet"] >= 0.0 and gen["frechet_floor"] >= 0.0
+        assert gen["frechet_n"] == {"produced": 2, "real": 2}
         assert gen["combinations"]["seen"]["n"] + gen["combinations"]["held_out"]["n"] == 2
         assert -1.0 <= gen["clipsim"] <= 1.0 and -1.0 <= gen["clipsim_real"] <= 1.0
     assert data["generation"]["rows"]["text"]["switch_accuracy"]["rate"] == 1.0
@@ -255,9 +269,14 @@ def test_bench_quick(oracle_model, tmp_path):
     m = result["measurements"]
     assert m["ready_s"]["value"] is None and "skip" in m["ready_s"]["skipped"]
     for key in ("first_token_s", "tokens_per_s", "image_s", "audio_s", "video_s", "any_to_any_s", "conversation_s",
-                "official_conversation_s", "speedup", "peak_rss_gb"):
+                "official_conversation_s", "speedup", "peak_rss_gb", "memory_bound_tokens_per_s", "tokens_per_s_of_limit"):
         assert m[key]["value"] is not None and m[key]["value"] > 0, (key, m[key])
     assert m["conversation_s"]["detail"]["produced"] == [[], ["image"], ["video"], ["audio"], []]
+    llm_bytes = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in oracle_model.llm.parameters()
+                                                             if p.dim() == 2}.values())
+    assert m["memory_bound_tokens_per_s"]["detail"]["weight_gb"] == round(llm_bytes / 1e9, 3)
+    assert m["tokens_per_s_of_limit"]["value"] == pytest.approx(m["tokens_per_s"]["value"]
+                                                                 / m["memory_bound_tokens_per_s"]["value"])
     official = m["official_conversation_s"]["detail"]
     assert official["decoder_loads"] == 3 and official["decoder_load_s"] > 0
     for detail in (m["conversation_s"]["detail"], official):  # the parts are within the whole
@@ -270,6 +289,7 @@ def test_bench_quick(oracle_model, tmp_path):
     md = (tmp_path / "b" / "bench.md").read_text()
     assert "Official way" in md and "by how much" in md and "Where the time goes" in md
     assert json.loads(open(paths["json"]).read())["preset"] == oracle_model.cfg.name
+    assert result["git_commit"] and result["weight_hash"] is None  # no checkpoint folder given
 
 
 def test_bench_on_a_text_only_checkpoint(tiny_model, tmp_path):

@@ -345,7 +345,7 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             rows[asked]["attributes"] = attribute_accuracy(truths, preds, attribute_chance(asked))
             rows[asked]["combinations"] = by_combination(asked, truths, preds)
             rows[asked]["produced_fraction"] = rate_of([p is not None for p in preds])
-    embedding = _embedding_metrics(model, media)
+    embedding = _embedding_metrics(model, media, run.cfg.seed)
     for m, values in embedding.items():
         rows[m].update(values)
     switch = [rows[r]["switch_accuracy"]["rate"] for r in ASKED_ROWS if rows.get(r, {}).get("switch_accuracy")]
@@ -354,8 +354,38 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             "attribute_accuracy": "over all requests of the row: a missing item counts as wrong"}
 
 
-def _embedding_metrics(model: Any, media: dict[str, dict[str, list]]) -> dict[str, dict[str, Any]]:
-    """FID / CLIPSIM analogues per modality in the nano encoder's space."""
+def render_again(modality: str, captions: Sequence[str], seed: int) -> list[np.ndarray]:
+    """An independent render of each world caption (new sizes, positions, pitches, paths), through the same file
+    format as the split's media, so that a statistic between these and the real media is its floor."""
+    import tempfile
+
+    from nextgpt.world.records import read_media, write_media
+    from nextgpt.world.vocab import sample_spec
+
+    rng = np.random.default_rng([seed, 7, MODALITIES.index(modality)])
+    specs = []
+    for caption in captions:
+        spec = sample_spec(modality, rng)
+        for attribute, word in caption_attributes(caption, modality).items():
+            if getattr(spec, attribute) != word:
+                spec = spec.edited(attribute, word)
+        specs.append(spec)
+    suffix = {"image": ".png", "audio": ".wav", "video": ".mp4"}[modality]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{i:06d}{suffix}" for i in range(len(specs))]
+        if modality == "video":
+            from nextgpt.world.records import encode_videos
+
+            encode_videos([s.render() for s in specs], paths)
+        else:
+            for spec, path in zip(specs, paths):
+                write_media(spec, path)
+        return [read_media(path) for path in paths]
+
+
+def _embedding_metrics(model: Any, media: dict[str, dict[str, list]], seed: int) -> dict[str, dict[str, Any]]:
+    """FID / CLIPSIM analogues per modality in the nano encoder's space, with the FID analogue's floor: the same
+    distance between the real media and an independent render of the same captions, at the same n."""
     out: dict[str, dict[str, Any]] = {}
     for m, store in media.items():
         if m == "text" or not store["real"]:
@@ -373,9 +403,10 @@ def _embedding_metrics(model: Any, media: dict[str, dict[str, list]]) -> dict[st
             values["clipsim"] = None
         if len(gen) >= 2 and len(real) >= 2:
             values["frechet"] = frechet_distance(gen_emb, real)
-            half = len(real) // 2
-            # the same distance between two halves of the real media: the floor at this sample size
-            values["frechet_real_halves"] = frechet_distance(real[:half], real[half:]) if half >= 2 else None
+            # the floor: real media against a second render of the captions of the produced items, same n
+            again = _embed(model, m, render_again(m, store["captions"], seed))
+            values["frechet_floor"] = frechet_distance(again, real)
+            values["frechet_n"] = {"produced": len(gen), "real": len(real)}
         else:
             values["frechet"] = None
             values["frechet_reason"] = f"needs >= 2 produced items, got {len(gen)}"

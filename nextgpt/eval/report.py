@@ -157,15 +157,16 @@ def markdown(report: EvalReport) -> str:
     lines += _table(["asked", "n", "switch %", "all attributes %", "chance %", "per attribute %"], rows)
     lines += ["", "FID analogue: Frechet distance between produced and real media embeddings, computed in the nano "
               "encoder's space (not Inception's, so not comparable with published FIDs); *floor*: the same "
-              "distance between two halves of the real media, at half this n. CLIPSIM analogue: mean "
-              "cosine(encoder(media), encoder_text(caption)) in the same space, produced vs real.", ""]
+              "distance between the real media and an independent render of the produced items' captions (new "
+              "sizes, places, pitches, paths), at the same n: what a perfect generator would score. CLIPSIM "
+              "analogue: mean cosine(encoder(media), encoder_text(caption)) in the same space, produced vs real.", ""]
     rows = []
     for asked in MODALITIES:
         r = g["rows"][asked]
         if r.get("skipped") or "clipsim_real" not in r and "embedding_skipped" not in r:
             continue
         note = r.get("frechet_reason") or r.get("embedding_skipped") or ""
-        rows.append([asked, _num(r.get("frechet"), 2), _num(r.get("frechet_real_halves"), 2), _num(r.get("clipsim")),
+        rows.append([asked, _num(r.get("frechet"), 2), _num(r.get("frechet_floor"), 2), _num(r.get("clipsim")),
                      _num(r.get("clipsim_real")), note])
     if rows:
         lines += _table(["asked", "FID analogue", "floor", "CLIPSIM analogue", "real media", "note"], rows)
@@ -309,7 +310,7 @@ def plot_embeddings(report: EvalReport, path: Path) -> Path | None:
         return None
     fig, (ax1, ax2) = _figure(9, 3.2, 2)
     _bars(ax1, list(rows), {"produced vs real": [rows[m].get("frechet") for m in rows],
-                            "real halves": [rows[m].get("frechet_real_halves") for m in rows]}, "Frechet distance")
+                            "floor (independent render)": [rows[m].get("frechet_floor") for m in rows]}, "Frechet distance")
     ax1.set_title("FID analogue (nano encoder)")
     _bars(ax2, list(rows), {"produced": [rows[m].get("clipsim") for m in rows],
                             "real": [rows[m]["clipsim_real"] for m in rows]}, "mean cosine")
