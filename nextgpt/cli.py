@@ -86,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the preset's)")
     e.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
+    e.add_argument("--no-base", action="store_true",
+                   help="do not run the base LLM on the general questions for comparison")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     e.add_argument("--out", type=Path, default=Path("runs/eval"), help="report folder")
 
@@ -206,7 +208,10 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     checkpoint = args.checkpoint or default_checkpoint_dir(args.preset)
     cfg = EvalConfig(data_dir=args.data, split=args.split, checkpoint=checkpoint, limit=args.limit, seed=args.seed,
                      max_new_tokens=args.max_new_tokens, num_inference_steps=args.steps, use_meteor=not args.no_meteor)
-    report = evaluate(_load(args), cfg)
+    from nextgpt.eval.evaluate import base_llm
+
+    model = _load(args)
+    report = evaluate(model, cfg, base=None if args.no_base else base_llm(model, args.max_new_tokens))
     paths = write_report(report, args.out)
     t = report.tables
     summary = {
@@ -216,6 +221,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
         "caption_attribute_all": {m: (r.get("attributes", {}).get("all") or {}).get("rate")
                                   for m, r in t["captioning"]["rows"].items()},
         "switch_accuracy": {m: (r.get("switch_accuracy") or {}).get("rate") for m, r in t["generation"]["rows"].items()},
+        "general_keyword_right": (t["generation"]["rows"].get("text", {}).get("keyword_right") or {}).get("rate"),
         "editing_accuracy": t["editing"]["accuracy"]["rate"],
         "dialogue_success": t["dialogue"]["success_rate"]["rate"],
     }

@@ -117,6 +117,28 @@ def test_rates_carry_n_wilson_interval_and_chance(k, n):
         rate(3, 2)
 
 
+def test_general_questions_are_not_training_questions_and_their_keywords_not_training_answers():
+    from pathlib import Path
+
+    from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
+    from nextgpt.world import prompts as P
+
+    norm = lambda s: " ".join(re.sub(r"[^a-z0-9 ]", " ", s.lower()).split())  # noqa: E731
+    chat = json.loads((Path(__file__).resolve().parent.parent / "assets/training/general_chat.json").read_text())
+    human = {norm(t["value"]) for r in chat for t in r["conversations"] if t["from"] == "human"}
+    human |= {norm(h) for h, _ in P.CHAT}
+    answers = [t["value"] for r in chat for t in r["conversations"] if t["from"] == "gpt"]
+    answers += [a for a in (*P.CAPTION_ANSWERS.values(),) for a in a] + list(P.T2M_ANSWERS) + list(P.EDIT_ANSWERS)
+    answers += [a for _, a in P.QUESTIONS.values()] + [a for _, a in P.CHAT]
+    assert len({q for q, _ in GENERAL_QUESTIONS}) == len(GENERAL_QUESTIONS)
+    assert sum(bool(k) for _, k in GENERAL_QUESTIONS) >= 30
+    for question, keywords in GENERAL_QUESTIONS:
+        assert norm(question) not in human, question
+        assert not any(keyword_right(a, keywords) for a in answers), (question, keywords)
+    assert keyword_right("It is Canberra.", ("canberra",)) and not keyword_right("Sydney", ("canberra",))
+    assert keyword_right("anything", ()) is None
+
+
 @pytest.mark.parametrize("modality", ["image", "audio", "video"])
 def test_the_fid_floor_renders_the_same_captions_afresh(modality):
     from nextgpt.eval.evaluate import render_again
@@ -152,7 +174,8 @@ def test_turn_kinds():
 # ---- eval end to end -----------------------------------------------------------------------------------
 def test_eval_end_to_end(oracle_model, world, tmp_path):
     cfg = EvalConfig(data_dir=world, split="test", limit=2, seed=0, max_new_tokens=24, progress=False)
-    report = evaluate(oracle_model, cfg)
+    base = {"What is the capital of Australia?": "Canberra is.", "What is the largest planet in our solar system?": "Saturn."}
+    report = evaluate(oracle_model, cfg, base=("stand-in", base.__getitem__))
     paths = write_report(report, tmp_path / "eval")
     out = tmp_path / "eval"
     for name in ("report.json", "report.md", "items.jsonl", "captioning.png", "generation.png",
@@ -184,17 +207,22 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
     assert data["generation"]["confusion"]["text"]["none"] == 2
     answers = data["generation"]["rows"]["text"]["answers"]
     assert [a["prompt"] for a in answers] == list(TEXT_ONLY_REQUESTS[:2]) and all(a["produced"] == [] for a in answers)
+    # the oracle answers every text question "It is red. Paris is the capital of France.": no keyword right
+    assert data["generation"]["rows"]["text"]["keyword_right"]["k"] == 0
+    assert [a["base_reply"] for a in answers] == ["Canberra is.", "Saturn."]  # the stand-in base LLM
+    assert [a["base_right"] for a in answers] == [True, False]
+    assert data["generation"]["rows"]["text"]["base_keyword_right"]["k"] == 1
     assert data["dialogue"]["n"] == 2
     assert data["editing"]["n"] <= 2 and "reference" in data["editing"]["history"]
     md = (out / "report.md").read_text()
     assert "BLEU-4" in md and "confusion" in md and "Multi-turn" in md and "Wilson" in md and "chance %" in md
     r = data["generation"]["rows"]["image"]["attributes"]["all"]
     assert f"{100 * r['rate']:.1f} ({r['k']}/{r['n']}; {100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f})" in md
-    assert f"| {TEXT_ONLY_REQUESTS[0]} | none | {' '.join(answers[0]['reply'].split())[:197]}" in md
+    assert f"| {TEXT_ONLY_REQUESTS[0]} | canberra | none | **no** | {' '.join(answers[0]['reply'].split())[:157]}" in md
 
     # a rerun gives the same outputs (greedy decoding, diffusion seeded per record): checked on limit 1
     again = evaluate(oracle_model, EvalConfig(data_dir=world, split="test", limit=1, max_new_tokens=24, progress=False,
-                                              use_meteor=False))
+                                              use_meteor=False), base=("stand-in", base.__getitem__))
     first = {json.dumps({k: v for k, v in item.items()}, sort_keys=True) for item in report.items}
     assert all(json.dumps(item, sort_keys=True) in first for item in again.items)
 
@@ -205,7 +233,7 @@ def test_eval_cli_on_a_text_only_checkpoint(tiny_model, world, tmp_path, monkeyp
     tiny_model.encoder = None
     tiny_model.can_generate = set()
     monkeypatch.setattr(cli, "_load", lambda args: tiny_model)
-    code = cli.main(["eval", "--data", str(world), "--split", "test", "--limit", "1", "--no-meteor", "--max-new-tokens", "8",
+    code = cli.main(["eval", "--data", str(world), "--split", "test", "--limit", "1", "--no-meteor", "--no-base", "--max-new-tokens", "8",
                      "--out", str(tmp_path / "e")])
     out = json.loads(capsys.readouterr().out.strip())
     assert code == 0, out
@@ -233,7 +261,7 @@ def test_eval_cli_writes_the_missing_split_and_names_its_provenance(tiny_model, 
     ckpt.mkdir()
     save_file({"w": torch.arange(4.0)}, str(ckpt / "a.safetensors"))
     code = cli.main(["eval", "--data", str(tmp_path / "nowhere"), "--checkpoint", str(ckpt), "--limit", "1",
-                     "--no-meteor", "--max-new-tokens", "4", "--out", str(tmp_path / "e")])
+                     "--no-meteor", "--no-base", "--max-new-tokens", "4", "--out", str(tmp_path / "e")])
     out = json.loads(capsys.readouterr().out.strip())
     assert code == 0, out
     assert out["summary"]["split"] == "val"  # the development split by default

@@ -34,13 +34,14 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from nextgpt.config import GenerationSettings, Modality
+from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
 from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, caption_scores, frechet_distance, mean_cosine,
                                   rate_of)
 from nextgpt.world import prompts as P
@@ -53,22 +54,7 @@ PRODUCED_COLUMNS = (*MODALITIES, "none")  # confusion-matrix columns
 SWITCH_CHANCE = 1.0 / len(PRODUCED_COLUMNS)  # a blind pick of one outcome: image, audio, video or none
 ASKED_ROWS = (*MODALITIES, "text")  # confusion-matrix rows
 
-# Text-only requests: the right answer produces no media. Some name world words on purpose (colours,
-# shapes, "high") as hard negatives for modality switching.
-TEXT_ONLY_REQUESTS = (
-    "What is the capital of France?",
-    "How many days are there in a week?",
-    "What colours do you know?",
-    "Explain what a rainbow is in one sentence.",
-    "What is two plus three?",
-    "Is a triangle a shape with three sides?",
-    "Who are you?",
-    "Name a fruit that is yellow.",
-    "What is the opposite of high?",
-    "Tell me a fun fact about the ocean.",
-    "How do you say hello in Spanish?",
-    "Why is the sky blue?",
-)
+TEXT_ONLY_REQUESTS = tuple(q for q, _ in GENERAL_QUESTIONS)  # the text row: the right answer produces no media
 
 _BOOKS = (P.TRAIN_BOOK, P.TEST_BOOK)  # user-turn phrasings of every split
 _EDIT_PROMPTS = {p for b in _BOOKS for values in b.edits.values() for ps in values.values() for p in ps}
@@ -191,12 +177,14 @@ def turn_kind(user: dict[str, Any]) -> str:
 class _Runner:
     """Calls `model.chat` with the evaluation's settings; counts calls and errors; drives the bar."""
 
-    def __init__(self, model: Any, cfg: EvalConfig, total: int) -> None:
+    def __init__(self, model: Any, cfg: EvalConfig, total: int,
+                 base: tuple[str, Callable[[str], str]] | None = None) -> None:
         from nextgpt.conversation import ConversationError
         from nextgpt.media import MediaError
         from nextgpt.model import ModelUnavailableError
 
         self.model, self.cfg = model, cfg
+        self.base_name, self.base = base if base else (None, None)
         self.errors: list[str] = []
         self.calls = 0
         self._expected = (ConversationError, MediaError, ModelUnavailableError)
@@ -289,7 +277,7 @@ def plan_generation(model: Any, cfg: EvalConfig) -> dict[str, Any]:
         reason = write_reason(model, m)
         items = _cap([(i, r) for i, r in enumerate(records) if r.get(f"output_{m}")], cfg.limit)
         rows[m] = {"items": [] if reason else items, "skipped": reason}
-    rows["text"] = {"items": list(enumerate(_cap(list(TEXT_ONLY_REQUESTS), cfg.limit))), "skipped": None}
+    rows["text"] = {"items": list(enumerate(_cap(list(GENERAL_QUESTIONS), cfg.limit))), "skipped": None}
     return {"root": root, "rows": rows}
 
 
@@ -306,11 +294,12 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
         if row["skipped"]:
             rows[asked] = {"n": 0, "skipped": row["skipped"]}
             continue
-        rights, truths, preds, answers = [], [], [], []
+        rights, truths, preds, answers, keyed, base_keyed = [], [], [], [], [], []
         store = media.setdefault(asked, {"generated": [], "captions": [], "real": [], "real_captions": []})
         for index, item in row["items"]:
             if asked == "text":
-                messages, caption, seed = [{"role": "user", "content": item}], None, 100_000 + index
+                question, keywords = item
+                messages, caption, seed = [{"role": "user", "content": question}], None, 100_000 + index
             else:
                 messages = record_to_messages(item, plan["root"])[:1]
                 caption, seed = item[f"{asked}_captions"], index
@@ -323,7 +312,16 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             record = {"table": "generation", "asked": asked, "record": index, "prompt": _text(messages[0]),
                       "reply": reply.text, "produced": kinds}
             if asked == "text":  # shown in the report: does general chat survive the tuning?
-                answers.append({"prompt": item, "reply": reply.text, "produced": kinds})
+                ours = keyword_right(reply.text, keywords) and not kinds if keywords else None
+                base = run.base(question) if run.base else None
+                theirs = keyword_right(base, keywords) if base is not None else None
+                answers.append({"prompt": question, "reply": reply.text, "produced": kinds, "keywords": list(keywords),
+                                "right": ours, "base_reply": base, "base_right": theirs})
+                record.update(keywords=list(keywords), right=ours, base_reply=base, base_right=theirs)
+                if keywords:
+                    keyed.append(bool(ours))
+                    if theirs is not None:
+                        base_keyed.append(theirs)
             if caption is not None:
                 truth = caption_attributes(caption, asked)
                 mine = reply.media(Modality(asked))
@@ -341,6 +339,10 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             items_out.append(record)
         rows[asked] = {"n": len(rights), "switch_accuracy": rate_of(rights, SWITCH_CHANCE),
                        **({"answers": answers} if answers else {})}
+        if asked == "text":
+            rows[asked]["keyword_right"] = rate_of(keyed)
+            rows[asked]["base_keyword_right"] = rate_of(base_keyed) if run.base else None
+            rows[asked]["base"] = run.base_name
         if truths:
             rows[asked]["attributes"] = attribute_accuracy(truths, preds, attribute_chance(asked))
             rows[asked]["combinations"] = by_combination(asked, truths, preds)
@@ -590,8 +592,28 @@ class EvalReport:
         return {"meta": self.meta, **self.tables}
 
 
-def evaluate(model: Any, cfg: EvalConfig) -> EvalReport:
-    """Run the four tables on `cfg.split` of the world; see the module docstring."""
+def base_llm(model: Any, max_new_tokens: int) -> tuple[str, Callable[[str], str]] | None:
+    """(name, answer(question)) of the preset's base LLM on its own chat template, greedy; None when the
+    preset's LLM is not the bundled one (the 7B preset's Vicuna is not loaded twice)."""
+    from nextgpt.llm import _load_gguf
+
+    if model.cfg.llm.source != "gguf":
+        return None
+    llm, tok = _load_gguf(model.cfg.llm, torch.float32)
+
+    def answer(question: str) -> str:
+        ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                      return_tensors="pt")
+        with torch.no_grad():
+            out = llm.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    return f"{model.cfg.llm.gguf_file} without the tuning (its own chat template, greedy)", answer
+
+
+def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]] | None = None) -> EvalReport:
+    """Run the tables on `cfg.split` of the world; see the module docstring. `base`: (name, answer(question))
+    of the base LLM, which answers the general questions in the same run for comparison."""
     # 1. plan every table first (and so the progress bar's length and what must be skipped)
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
@@ -599,7 +621,7 @@ def evaluate(model: Any, cfg: EvalConfig) -> EvalReport:
              "editing": plan_editing(model, cfg), "dialogue": plan_dialogues(model, cfg)}
     total = (sum(len(r["items"]) for p in ("captioning", "generation") for r in plans[p]["rows"].values())
              + len(plans["editing"]["items"]) + sum(len(m) // 2 for _, m in plans["dialogue"]["items"]))
-    run = _Runner(model, cfg, total)
+    run = _Runner(model, cfg, total, base)
     items: list[dict[str, Any]] = []
     # 2. run them through model.chat
     try:

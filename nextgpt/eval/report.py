@@ -174,11 +174,19 @@ def markdown(report: EvalReport) -> str:
               "Modality-switching confusion (rows: asked for; columns: produced; a reply with two items counts twice):", ""]
     lines += _table(["asked \\ produced", *PRODUCED_COLUMNS],
                     [[a, *(str(g["confusion"][a][c]) for c in PRODUCED_COLUMNS)] for a in g["confusion"]]) + [""]
-    answers = g["rows"].get("text", {}).get("answers", [])
+    text = g["rows"].get("text", {})
+    answers = text.get("answers", [])
     if answers:
-        lines += ["Answers to the text-only questions (general chat after the tuning; first 200 characters):", ""]
-        lines += _table(["question", "produced", "reply"],
-                        [[a["prompt"], ", ".join(a["produced"]) or "none", _cell(a["reply"], 200)] for a in answers])
+        mark = {True: "yes", False: "**no**", None: "-"}
+        lines += ["General questions (none of them a training question, no keyword in a training answer): the reply "
+                  "is right when it produces no media and names a keyword. "
+                  f"This model: **{_rate(text.get('keyword_right'))}**; "
+                  + (f"{text['base']}: **{_rate(text.get('base_keyword_right'))}**." if text.get("base") else
+                     "the base LLM was not run for comparison.") + " Replies cut at 160 characters:", ""]
+        lines += _table(["question", "keywords", "produced", "right", "reply", "base right", "base reply"],
+                        [[a["prompt"], ", ".join(a.get("keywords", [])) or "-", ", ".join(a["produced"]) or "none",
+                          mark[a.get("right")], _cell(a["reply"], 160), mark[a.get("base_right")],
+                          _cell(a.get("base_reply") or "-", 160)] for a in answers])
         lines += [""]
 
     # 3. editing
