@@ -603,7 +603,7 @@ def base_llm(model: Any, max_new_tokens: int) -> tuple[str, Callable[[str], str]
 
     def answer(question: str) -> str:
         ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                      return_tensors="pt")
+                                      return_tensors="pt", return_dict=True)["input_ids"]  # (1, T)
         with torch.no_grad():
             out = llm.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
         return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
