@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 7860
 
-.PHONY: app test install clean-venv browser
+.PHONY: app test install clean-venv browser llama-vocab
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) browser
+# LLaMA's own tokenizer (Vicuna v0's) for the nextgpt-7b prompt tests: fetched once into the cache, never committed
+llama-vocab: $(STAMP)
+	$(PY) scripts/fetch_llama_vocab.py
+
+test: $(STAMP) browser llama-vocab
 	$(PY) -m pytest -q tests
 
 clean-venv:

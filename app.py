@@ -5,9 +5,12 @@
         --quantization 4bit
     python app.py --port 7861 --scores-db scores.sqlite --output-dir /tmp/nextgpt-out --output-ttl 1800
 
+The model options (--preset, --checkpoint, --quantization, --device, --dtype, --offload, --llm-path,
+--imagebind, --image/audio/video-decoder) are those of `python -m nextgpt` (nextgpt/options.py).
+
 Also the Hugging Face Spaces entry point: `app.demo` is the gradio Blocks (built on first access, from the
-same flags' environment defaults). Environment: NEXTGPT_SCORES_DB, NEXTGPT_OUTPUT_DIR, NEXTGPT_OUTPUT_TTL,
-GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+same flags' environment defaults). Environment: NEXTGPT_PRESET, NEXTGPT_CHECKPOINT, NEXTGPT_DEVICE, NEXTGPT_DTYPE, ... (each model option),
+NEXTGPT_SCORES_DB, NEXTGPT_OUTPUT_DIR, NEXTGPT_OUTPUT_TTL, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
 """
 
 from __future__ import annotations
@@ -21,18 +24,11 @@ from typing import Any, Sequence
 
 log = logging.getLogger("app")
 
-PRESETS = ("nano", "nextgpt-7b")
-QUANTIZATIONS = ("none", "8bit", "4bit")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from nextgpt.options import add_model_args
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", choices=PRESETS, default="nano")
-    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: checkpoints/<preset>)")
-    p.add_argument("--llm-path", default=None, help="local LLM folder (nextgpt-7b: Vicuna-7B v0)")
-    p.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
-                   help="LLM only: 8bit (CPU/CUDA), 4bit (CUDA)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    add_model_args(p, env_defaults=True)  # the same model options as `python -m nextgpt`
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
@@ -57,9 +53,11 @@ def create_demo(args: argparse.Namespace) -> Any:
     from app.ui import build_demo
     from nextgpt.model import NextGPT, default_checkpoint_dir
 
+    from nextgpt.options import model_kwargs
+
     folder = args.checkpoint or default_checkpoint_dir(args.preset)
-    model = NextGPT.from_preset(args.preset, folder=folder, quantization=args.quantization, device=args.device,
-                                llm_path=args.llm_path)
+    kwargs = model_kwargs(args) | {"folder": folder}
+    model = NextGPT.from_preset(kwargs.pop("name"), **kwargs)
     note = ""
     if not (Path(folder) / "config.json").is_file():
         note = (f"No trained checkpoint in {folder} yet: this is the plain base LLM, without any NExT-GPT "

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from nextgpt.options import add_model_args, model_kwargs
+
 log = logging.getLogger("nextgpt")
 
 EXIT_BAD_INPUT = 2
@@ -31,18 +33,6 @@ class UserError(Exception):
     """Something the user can fix; printed as {"error": ...} with exit status 2."""
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="nano", choices=["nano", "nextgpt-7b"], help="model preset (default nano)")
-    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint folder (default: the preset's)")
-    p.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"], help="LLM quantization")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--offload", action="store_true", help="CPU-offload diffusion decoders (CUDA only)")
-    p.add_argument("--llm-path", default=None, help="nextgpt-7b: local Vicuna-7B v0 folder")
-    p.add_argument("--imagebind", default=None, help="nextgpt-7b: local imagebind_huge.pth (converted once to safetensors)")
-    for m in ("image", "audio", "video"):
-        p.add_argument(f"--{m}-decoder", default=None, help=f"nextgpt-7b: local diffusers folder of the {m} decoder")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m nextgpt", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,14 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="one chat turn")
-    _add_model_args(g)
+    add_model_args(g)
     g.add_argument("--prompt", default=None, help="the user's text")
     g.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     g.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
     g.add_argument("--video", action="append", default=[], help="video file (repeatable)")
     g.add_argument("--messages", type=Path, default=None, help="JSON file with a whole chat (HF message format)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--max-new-tokens", type=int, default=None, help="reply length limit (default: the preset's)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the preset's)")
@@ -75,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True, help="output folder")
 
     e = sub.add_parser("eval", help="the paper's tables on a split of the world (default val)")
-    _add_model_args(e)
+    add_model_args(e)
     e.add_argument("--data", type=Path, default=DEFAULT_WORLD,
                    help="the world's root folder (default data/world); a missing split is written there first")
     e.add_argument("--split", default="val", choices=["train", "val", "test"],
@@ -92,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=Path("runs/eval"), help="report folder")
 
     b = sub.add_parser("bench", help="speed and memory against the targets and the official way")
-    _add_model_args(b)
+    add_model_args(b)
     b.add_argument("--quick", action="store_true", help="fewer runs per measurement")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--skip-cold-start", action="store_true", help="do not time a fresh interpreter loading the preset")
@@ -141,10 +131,8 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
     from nextgpt import media
     from nextgpt.model import ModelUnavailableError, NextGPT
 
-    decoders = {m: getattr(args, f"{m}_decoder") for m in ("image", "audio", "video") if getattr(args, f"{m}_decoder")}
-    model = NextGPT.from_preset(args.preset, folder=args.checkpoint, quantization=args.quantization,
-                                device=args.device, offload=args.offload, llm_path=args.llm_path, encoder_path=args.imagebind,
-                                decoder_paths=decoders or None)
+    kwargs = model_kwargs(args)
+    model = NextGPT.from_preset(kwargs.pop("name"), **kwargs)
     try:
         reply = model.chat(messages, settings)
     except (media.MediaError, ModelUnavailableError, ConversationError) as err:
@@ -187,10 +175,8 @@ def _load(args: argparse.Namespace) -> Any:
             raise UserError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
 
-    decoders = {m: getattr(args, f"{m}_decoder") for m in ("image", "audio", "video") if getattr(args, f"{m}_decoder")}
-    return NextGPT.from_preset(args.preset, folder=args.checkpoint, quantization=args.quantization, device=args.device,
-                               offload=args.offload, llm_path=args.llm_path, encoder_path=args.imagebind,
-                               decoder_paths=decoders or None)
+    kwargs = model_kwargs(args)
+    return NextGPT.from_preset(kwargs.pop("name"), **kwargs)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:

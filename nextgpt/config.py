@@ -41,6 +41,7 @@ class LLMConfig:
     base_vocab_size: int = 49152  # before the added tokens
     max_context: int = 2048  # tokens the conversation may use (prompt + reply)
     template: str = "chatml"  # prompt template name in conversation.py
+    max_new_tokens: int = 128  # default reply length limit (GenerationSettings.max_new_tokens=None)
     lora_r: int = 32
     lora_alpha: int = 32
     lora_dropout: float = 0.1
@@ -64,6 +65,7 @@ class EncoderConfig:
     image_size: int = 224  # ImageBind's fixed vision input (images are resized to it)
     patch_size: int = 14  # spatial patch; temporal patch is 2 frames
     video_clips: int = 5  # clips of 2 frames averaged per video, as ImageBind does
+    video_crops: int = 1  # 1: centre crop of each frame; 3: ImageBind's 3 spatial crops per clip (official)
     audio_clips: int = 3  # 2 s clips averaged per sound
     audio_clip_seconds: float = 2.0
     audio_sample_rate: int = 16000
@@ -261,25 +263,24 @@ def _nextgpt_7b() -> NextGPTConfig:
             base_vocab_size=32000,
             max_context=2048,
             template="vicuna_v0",
+            max_new_tokens=246,  # the official demo's limit
             lora_r=32,
             lora_alpha=32,
             lora_dropout=0.1,
         ),
-        encoder=EncoderConfig(),
+        encoder=EncoderConfig(video_crops=3),
         projector=ProjectorConfig(),
         decoders=(
             # order = the official vocabulary order: <Img> </Img> [IMG0-3] [VID0-23] [AUD0-7]
             DecoderSpec(Modality.IMAGE, "IMG", 4, "StableDiffusionPipeline", cond_len=77, cond_dim=768,
                         height=512, width=512),
+            # the official demo's settings (inference.py, demo_app.py): 50 steps, guidance 7.5 everywhere
             DecoderSpec(Modality.VIDEO, "VID", 24, "TextToVideoSDPipeline", cond_len=77, cond_dim=1024,
-                        height=320, width=576, num_frames=24, num_inference_steps=50, guidance_scale=9.0),
+                        height=320, width=576, num_frames=24, num_inference_steps=50, guidance_scale=7.5),
             DecoderSpec(Modality.AUDIO, "AUD", 8, "AudioLDMPipeline", cond_len=1, cond_dim=512,
-                        audio_seconds=5.0, num_inference_steps=200, guidance_scale=2.5),
+                        audio_seconds=9.0, num_inference_steps=50, guidance_scale=7.5),
         ),
-        default_system=(
-            "You are NExT-GPT, a multimodal assistant that understands and generates text, images, "
-            "videos and audio."
-        ),
+        default_system="",  # the official checkpoint was trained without a system text
     )
 
 
@@ -290,8 +291,8 @@ PRESETS = {"nano": _nano, "nextgpt-7b": _nextgpt_7b}
 class GenerationSettings:
     """What a caller may change per turn (the app's settings panel)."""
 
-    max_new_tokens: int = 128
-    temperature: float = 0.0  # 0 = greedy
+    max_new_tokens: int | None = None  # None = the preset's default (LLMConfig.max_new_tokens)
+    temperature: float = 0.0  # 0 = greedy (the official demo's top_p 0.01 is greedy in effect)
     top_p: float = 1.0
     num_inference_steps: int | None = None  # None = the decoder spec's default
     guidance_scale: float | None = None
@@ -301,7 +302,7 @@ class GenerationSettings:
     modalities: tuple[Modality, ...] = field(default=(Modality.IMAGE, Modality.AUDIO, Modality.VIDEO))
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_new_tokens <= 4096:
+        if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= 4096:
             raise ValueError("max_new_tokens must be in 1..4096")
         if not 0.0 <= self.temperature <= 5.0:
             raise ValueError("temperature must be in 0..5")

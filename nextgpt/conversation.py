@@ -34,7 +34,11 @@ class Template:
     system: str  # "{}" is replaced with the system text
     user: tuple[str, str]  # before, after a user turn's content
     assistant: tuple[str, str]  # before, after an assistant turn's content
-    stop: tuple[str, ...]  # generation stops at any of these tokens / strings
+    stop: tuple[str, ...]  # generation stops when the reply ends with any of these strings
+    first_user: str = ""  # "" = `user[0]`; else the head of the first user turn (its own tokenizer call)
+    bos: bool = False  # the sequence starts with the tokenizer's BOS id
+    strip_around_added: bool = False  # text next to an added token loses its whitespace on that side
+    run_on: tuple[str, ...] = ()  # text that starts an invented next turn: the reply is cut there
 
 
 TEMPLATES: dict[str, Template] = {
@@ -44,12 +48,21 @@ TEMPLATES: dict[str, Template] = {
         assistant=("<|im_start|>assistant\n", "<|im_end|>\n"),
         stop=("<|im_end|>",),
     ),
-    # The official release (Vicuna v0 / PandaGPT style).
+    # The official release's training format (model/common/utils.py build_one_instance_stage_3 with
+    # anyToImageVideoAudio.prompt_wrap): <s> "### Human: " [<Img> media </Img>] question "\n### Assistant: "
+    # reply [signal tokens] "\n###" "Human: " question "\n### Assistant: " ... Each turn is its own tokenizer
+    # call, and the first turn's "### Human: " another. Its tokenizer (transformers 4.29, slow LLaMA) stripped
+    # the whitespace on both sides of an added token, so "[IMG3]\n###" ends on "###" (835), while a text reply
+    # ends on "\n###" ([13, 2277, 29937]). No system text.
     "vicuna_v0": Template(
         system="{}\n\n",
-        user=("### Human: ", "\n"),
-        assistant=("### Assistant: ", "\n###"),
-        stop=("###",),
+        user=("Human: ", "\n### Assistant: "),
+        assistant=("", "\n###"),
+        stop=("\n###", "###"),
+        first_user="### Human: ",
+        bos=True,
+        strip_around_added=True,
+        run_on=("\nHuman:", "### Human:", "\n### Assistant:"),
     ),
 }
 
@@ -87,6 +100,9 @@ class TrainingExample:
     labels: list[int]  # -100 where no loss is taken
     media: list[tuple[int, MediaItem]]
     blocks: list[SignalBlock]
+
+
+_CALL_BREAK = object()  # marks where the official format tokenized in two calls
 
 
 class ConversationError(ValueError):
@@ -134,12 +150,19 @@ class ConversationBuilder:
         self.media_start = ids(cfg.media_start)
         self.media_end = ids(cfg.media_end)
         self.signal_ids = {spec.modality: [ids(t) for t in spec.signal_tokens] for spec in cfg.decoders}
-        self.stop_ids = [i for i in (self._special(s) for s in self.template.stop) if i is not None]
+        # token sequences that end a reply, as the model writes them (a string after a newline is tokenized
+        # mid-text, without the tokenizer's leading-space marker)
+        self.stop_sequences = [self._stop_ids(s) for s in self.template.stop]
+        self.stop_ids = [seq[0] for seq in self.stop_sequences if len(seq) == 1]
+        self.bos = [tokenizer.bos_token_id] if self.template.bos and tokenizer.bos_token_id is not None else []
 
     # ---- tokenization helpers -----------------------------------------------------------------
-    def _special(self, s: str) -> int | None:
-        ids = self.tok(s, add_special_tokens=False)["input_ids"]
-        return ids[0] if len(ids) == 1 else None
+    def _stop_ids(self, s: str) -> list[int]:
+        if not s[:1].isspace():
+            return self.structure(s)
+        anchor = self.structure("a")
+        ids = self.structure("a" + s)
+        return ids[len(anchor):] if ids[:len(anchor)] == anchor else ids
 
     def structure(self, s: str) -> list[int]:
         """Template text: our own strings, so special tokens in it are real."""
@@ -169,12 +192,14 @@ class ConversationBuilder:
                 ids += [self.media_start, self.media_end]  # the slot's id is replaced by the embedding
         return ids, media, blocks
 
-    def turn(self, msg: dict[str, Any]) -> tuple[list[int], list[tuple[int, MediaItem]]]:
-        ids, media, _, _ = self._turn(msg)
+    def turn(self, msg: dict[str, Any], *, first: bool = False) -> tuple[list[int], list[tuple[int, MediaItem]]]:
+        ids, media, _, _ = self._turn(msg, first=first)
         return ids, media
 
-    def _turn(self, msg: dict[str, Any]) -> tuple[list[int], list[tuple[int, MediaItem]], list[SignalBlock], int]:
+    def _turn(self, msg: dict[str, Any], *, first: bool = False) -> tuple[list[int], list[tuple[int, MediaItem]], list[SignalBlock], int]:
         """ids, media slots, assistant signal blocks (positions within the turn), head length."""
+        if self.template.strip_around_added:
+            return self._official_turn(msg, first=first)
         before, after = self.template.user if msg["role"] == "user" else self.template.assistant
         head = self.structure(before)
         body, media, blocks = self._content(msg["content"], msg["role"])
@@ -189,14 +214,16 @@ class ConversationBuilder:
         """
         msgs = normalize_messages(messages, user_last=False)
         system_texts = [p["text"] for m in msgs if m["role"] == "system" for p in m["content"] if p["type"] == "text"]
-        ids = self._system_ids("\n".join(system_texts) if system_texts else (system if system is not None else self.cfg.default_system))
+        ids = self.bos + self._system_ids("\n".join(system_texts) if system_texts else (system if system is not None else self.cfg.default_system))
         labels = [-100] * len(ids)
         media: list[tuple[int, MediaItem]] = []
         blocks: list[SignalBlock] = []
+        first = True
         for msg in msgs:
             if msg["role"] == "system":
                 continue
-            turn_ids, turn_media, turn_blocks, head = self._turn(msg)
+            turn_ids, turn_media, turn_blocks, head = self._turn(msg, first=first)
+            first = False
             media += [(p + len(ids), it) for p, it in turn_media]
             blocks += [SignalBlock(b.start + len(ids), b.modality, b.caption) for b in turn_blocks]
             supervised = msg["role"] == "assistant"
@@ -214,8 +241,9 @@ class ConversationBuilder:
         notices: list[str] = []
         system_texts = [p["text"] for m in msgs if m["role"] == "system" for p in m["content"] if p["type"] == "text"]
         system_text = "\n".join(system_texts) if system_texts else (system if system is not None else self.cfg.default_system)
-        sys_ids = self._system_ids(system_text)
-        turns = [self.turn(m) for m in msgs if m["role"] != "system"]
+        sys_ids = self.bos + self._system_ids(system_text)
+        chat = [m for m in msgs if m["role"] != "system"]
+        turns = [self.turn(m, first=i == 0) for i, m in enumerate(chat)]
         gen_head = self.structure(self.template.assistant[0])
         budget = max_prompt_tokens - len(sys_ids) - len(gen_head)
         if budget < 16:
@@ -230,7 +258,15 @@ class ConversationBuilder:
         dropped = 0
         while sum(len(t[0]) for t in turns) > budget and len(turns) > 1:
             turns.pop(0)
+            chat.pop(0)
             dropped += 1
+            if self.template.first_user:  # the kept conversation starts with a user turn in the first-turn format
+                while len(turns) > 1 and chat[0]["role"] != "user":
+                    turns.pop(0)
+                    chat.pop(0)
+                    dropped += 1
+                if len(turns) > 1:
+                    turns[0] = self.turn(chat[0], first=True)
         if dropped:
             notices.append(f"The conversation is longer than the model's window: the oldest {dropped} message(s) were left out.")
             log.info("dropped %d oldest messages to fit %d tokens", dropped, max_prompt_tokens)
@@ -242,6 +278,73 @@ class ConversationBuilder:
             ids += turn_ids
         ids += gen_head
         return Prompt(ids=ids, media=media, notices=notices)
+
+    def _official_turn(self, msg: dict[str, Any], *, first: bool) -> tuple[list[int], list[tuple[int, MediaItem]], list[SignalBlock], int]:
+        """A turn as the official release tokenized it (see TEMPLATES["vicuna_v0"]).
+
+        The turn is a list of segments: text, added-token ids, media slots and call breaks. Text beside an
+        added token or a slot loses its whitespace on that side, and each call's text runs are tokenized on
+        their own (the tokenizer's leading-space marker starts each run), as transformers 4.29 did.
+        """
+        user = msg["role"] == "user"
+        head = (self.template.first_user or self.template.user[0]) if user and first else (
+            self.template.user[0] if user else self.template.assistant[0])
+        tail = self.template.user[1] if user else self.template.assistant[1]
+        body: list[Any] = []
+        for part in msg["content"]:
+            if part["type"] == "text":
+                if body and isinstance(body[-1], str) and body[-1] and part["text"]:
+                    body[-1] += " " + part["text"]
+                else:
+                    body.append(part["text"])
+                continue
+            modality = Modality(part["type"])
+            if user:
+                body += [self.media_start, MediaItem(modality, path=part.get("path"), array=part.get("array")),
+                         self.media_end]
+            else:
+                body.append((modality, part.get("caption")))  # signal tokens
+        starts_with_media = bool(body) and not isinstance(body[0], str)
+        segments: list[Any] = [head]
+        if user and first and self.template.first_user and not starts_with_media:
+            segments.append(_CALL_BREAK)  # "### Human: " was its own tokenizer call
+        segments += body + [tail]
+
+        ids: list[int] = []
+        media: list[tuple[int, MediaItem]] = []
+        blocks: list[SignalBlock] = []
+        run = ""
+
+        def flush(before_token: bool) -> None:
+            nonlocal run
+            text = run.rstrip() if before_token else run
+            if text:
+                ids.extend(self.text(text))
+            run = ""
+
+        after_token = False
+        for seg in segments:
+            if isinstance(seg, str):
+                run += seg.lstrip() if after_token and not run else seg
+                after_token = after_token and not run
+                continue
+            if seg is _CALL_BREAK:
+                flush(False)
+                after_token = False
+                continue
+            flush(True)
+            after_token = True
+            if isinstance(seg, int):
+                ids.append(seg)
+            elif isinstance(seg, MediaItem):
+                media.append((len(ids), seg))
+                ids.append(self.media_start)  # the slot's id is replaced by the embedding
+            else:
+                modality, caption = seg
+                blocks.append(SignalBlock(len(ids), modality, caption))
+                ids += self.signal_ids[modality]
+        flush(False)
+        return ids, media, blocks, 0
 
     def _system_ids(self, text: str) -> list[int]:
         if not text:

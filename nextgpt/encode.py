@@ -29,6 +29,7 @@ L2-normalised then scaled by ImageBind's fixed logit scale 20, text by its learn
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -221,14 +222,41 @@ def clip_frame_indices(num_frames: int, num_clips: int) -> np.ndarray:
     return np.clip(np.stack([first, last], axis=1), 0, num_frames - 1).astype(int)  # (clips, 2)
 
 
-def video_to_tensor(frames: np.ndarray, size: int, num_clips: int) -> torch.Tensor:
-    """(T, H, W, 3) uint8 -> (clips, 3, 2, size, size): evenly spaced 2-frame clips, frames as images."""
+def video_to_tensor(frames: np.ndarray, size: int, num_clips: int, num_crops: int = 1) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (clips * crops, 3, 2, size, size): evenly spaced 2-frame clips.
+
+    num_crops 1: each frame as an image (bicubic resize, centre crop). num_crops 3: ImageBind's own video
+    path: short side scaled to `size` (bilinear), then three crops along the long side (start, centre, end),
+    so the embedding averages 5 clips x 3 crops as ImageBind-huge was used in the official release.
+    """
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise ValueError(f"expected (T, H, W, 3) frames with T >= 1, got {frames.shape}")
+    if num_crops not in (1, 3):
+        raise ValueError(f"num_crops must be 1 or 3, not {num_crops}")
     idx = clip_frame_indices(frames.shape[0], num_clips)  # (clips, 2)
-    done = {int(i): image_to_tensor(frames[i], size) for i in np.unique(idx)}
-    clips = torch.stack([torch.stack([done[int(i)] for i in pair], dim=1) for pair in idx])
-    return clips  # (clips, 3, 2, S, S)
+    if num_crops == 1:
+        done = {int(i): image_to_tensor(frames[i], size) for i in np.unique(idx)}
+        return torch.stack([torch.stack([done[int(i)] for i in pair], dim=1) for pair in idx])  # (clips, 3, 2, S, S)
+    clips = torch.from_numpy(np.ascontiguousarray(frames[idx])).float().div(255.0)  # (clips, 2, H, W, 3)
+    clips = clips.permute(0, 4, 1, 2, 3)  # (clips, 3, 2, H, W)
+    h, w = clips.shape[-2:]
+    new_h, new_w = (int(h * size / w), size) if w < h else (size, int(w * size / h))
+    n, c, t = clips.shape[:3]
+    scaled = torch.nn.functional.interpolate(clips.reshape(n * c, t, h, w), size=(new_h, new_w), mode="bilinear",
+                                             align_corners=False).reshape(n, c, t, new_h, new_w)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1, 1)
+    scaled = (scaled - mean) / std
+    crops = []
+    for clip in scaled:
+        for where in (0, 1, 2):  # start, centre, end of the long side
+            top, left = (new_h - size + 1) // 2, (new_w - size + 1) // 2
+            if new_h > new_w:
+                top = (0, top, new_h - size)[where]
+            else:
+                left = (0, left, new_w - size)[where]
+            crops.append(clip[..., top : top + size, left : left + size])
+    return torch.stack(crops)  # (clips * 3, 3, 2, S, S)
 
 
 def audio_clip_bounds(num_samples: int, cfg: EncoderConfig) -> list[tuple[int, int]]:
@@ -312,7 +340,14 @@ class MediaEncoder(nn.Module):
         self.model.requires_grad_(False)  # NExT-GPT never trains the encoder
         self.fbank = make_fbank(cfg)
         self._tokenizer = None
+        self.exec_device: torch.device | None = None  # set by enable_offload: weights wait on the CPU
         self.eval()
+
+    def enable_offload(self, device: str | torch.device) -> "MediaEncoder":
+        """Keep the weights on the CPU and move them to `device` only while encoding (as the decoders do)."""
+        self.exec_device = torch.device(device)
+        self.model.to("cpu")
+        return self
 
     def train(self, mode: bool = True) -> "MediaEncoder":
         """The frozen ImageBind always runs in eval mode (no drop-path), even inside a model in training."""
@@ -326,7 +361,7 @@ class MediaEncoder(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.exec_device or next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -343,7 +378,7 @@ class MediaEncoder(nn.Module):
         if modality == Modality.IMAGE:
             return image_to_tensor(item, self.cfg.image_size)
         if modality == Modality.VIDEO:
-            return video_to_tensor(item, self.cfg.image_size, self.cfg.video_clips)
+            return video_to_tensor(item, self.cfg.image_size, self.cfg.video_clips, self.cfg.video_crops)
         return audio_to_tensor(item, self.cfg, self.fbank)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
@@ -363,8 +398,14 @@ class MediaEncoder(nn.Module):
 
     def _batched(self, modality: Modality | str, batches: Iterator[torch.Tensor]) -> torch.Tensor:
         grad = torch.enable_grad() if self.training else torch.no_grad()
-        with grad:
-            out = [self(modality, batch) for batch in batches]
+        if self.exec_device is not None:
+            self.model.to(self.exec_device)
+        try:
+            with grad:
+                out = [self(modality, batch) for batch in batches]
+        finally:
+            if self.exec_device is not None:
+                self.model.to("cpu")
         return torch.cat(out) if out else torch.empty(0, self.embed_dim, device=self.device, dtype=self.dtype)
 
     def encode(
@@ -393,26 +434,45 @@ class MediaEncoder(nn.Module):
         return path
 
     @classmethod
-    def load(cls, folder: str | Path, cfg: EncoderConfig, *, device: str = "cpu") -> "MediaEncoder":
-        """Read <folder>/encoder.safetensors into an encoder built (on meta, then assigned) for `cfg`."""
+    def load(cls, folder: str | Path, cfg: EncoderConfig, *, device: str = "cpu",
+             dtype: torch.dtype | None = None) -> "MediaEncoder":
+        """Read <folder>/encoder.safetensors into an encoder built (on meta, then assigned) for `cfg`.
+
+        Weights are cast to `dtype` (default: float32, whatever precision the file stores)."""
         path = Path(folder) / ENCODER_FILE
         state = _read_safetensors(path)
         model = build_imagebind(cfg, device="meta")
         _check_state(model.state_dict(), state, path)
         model.load_state_dict(state, strict=True, assign=True)
-        return cls(cfg, model=model.to(device))
+        return cls(cfg, model=model.to(device, dtype or torch.float32))
+
+
+def imagebind_cache_folder(pth: Path) -> Path:
+    """Where a converted ``imagebind_huge.pth`` lives: the user's cache, keyed by the file (model folders may be
+    read-only)."""
+    from nextgpt.llm import cache_dir
+
+    stat = pth.stat()
+    key = hashlib.sha256(f"{pth.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:16]
+    return cache_dir() / "imagebind" / f"{pth.stem}-{key}"
 
 
 def load_official_imagebind(
-    pth: str | Path, cfg: EncoderConfig, out_folder: str | Path | None = None, *, device: str = "cpu"
+    pth: str | Path, cfg: EncoderConfig, out_folder: str | Path | None = None, *, device: str = "cpu",
+    dtype: torch.dtype | None = None,
 ) -> MediaEncoder:
     """Load Meta's ``imagebind_huge.pth``: converted once to <out_folder>/encoder.safetensors, then loaded.
 
     The pickle is read with ``torch.load(weights_only=True)`` (tensors only, no code); the depth,
-    thermal and IMU towers are dropped. `out_folder` defaults to the .pth file's folder.
+    thermal and IMU towers are dropped. `out_folder` defaults to a folder in the cache
+    (`$NEXTGPT_CACHE/imagebind/`). A folder that already holds encoder.safetensors is loaded as it is.
     """
     pth = Path(pth)
-    folder = Path(out_folder) if out_folder is not None else pth.parent
+    if pth.is_dir() and (pth / ENCODER_FILE).is_file():
+        return MediaEncoder.load(pth, cfg, device=device, dtype=dtype)
+    if out_folder is None and not pth.is_file():
+        raise FileNotFoundError(f"ImageBind checkpoint not found: {pth}")
+    folder = Path(out_folder) if out_folder is not None else imagebind_cache_folder(pth)
     target = folder / ENCODER_FILE
     if not target.is_file():
         if not pth.is_file():
@@ -426,6 +486,8 @@ def load_official_imagebind(
         state = {k: v for k, v in state.items() if not k.startswith(unused)}
         _check_state(build_imagebind(cfg, device="meta").state_dict(), state, pth)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(target), metadata={"format": "pt"})
+        tmp = target.with_name(target.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+        tmp.replace(target)  # a crash never leaves a half-written file under the final name
         logger.info("converted %s to %s", pth, target)
-    return MediaEncoder.load(folder, cfg, device=device)
+    return MediaEncoder.load(folder, cfg, device=device, dtype=dtype)

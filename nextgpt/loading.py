@@ -103,7 +103,7 @@ def load_model(
     name: str | None = "nano",
     *,
     folder: Path | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str | None = "auto",
     device: str = "cpu",
     quantization: str = "none",
     offload: bool = False,
@@ -114,8 +114,15 @@ def load_model(
     load_decoders: bool = True,
     merge_lora: bool = True,
 ) -> Any:
-    """Build a NextGPT from a preset name and/or a checkpoint folder (see the module docstring)."""
+    """Build a NextGPT from a preset name and/or a checkpoint folder (see the module docstring).
+
+    dtype: the compute dtype of every part ("auto": half precision on CUDA, float32 on the CPU).
+    offload: the decoders and the encoder wait on the CPU and move to the GPU only while they run.
+    """
+    from nextgpt.llm import resolve_dtype
     from nextgpt.model import NextGPT, default_checkpoint_dir
+
+    dtype = resolve_dtype(dtype, device)
 
     # 1. config: the folder's config.json wins; the preset is the fallback
     folder = Path(folder) if folder is not None else (default_checkpoint_dir(name) if name else None)
@@ -150,21 +157,23 @@ def load_model(
             llm = llm.merge_and_unload()
     # 3. encoder
     encoder = None
+    encoder_device = "cpu" if offload and device.startswith("cuda") else device
     if load_encoder and (folder / "encoder").is_dir():
         from nextgpt.encode import MediaEncoder
 
-        encoder = MediaEncoder.load(folder / "encoder", cfg.encoder)
+        encoder = MediaEncoder.load(folder / "encoder", cfg.encoder, device=encoder_device, dtype=dtype)
     elif load_encoder and cfg.encoder.path:
         from nextgpt.encode import load_official_imagebind
 
-        encoder = load_official_imagebind(cfg.encoder.path, cfg.encoder)
+        encoder = load_official_imagebind(cfg.encoder.path, cfg.encoder, device=encoder_device, dtype=dtype)
+    if encoder is not None and encoder_device != device:
+        encoder.enable_offload(device)
     # 4. decoders (loaded lazily, once, per modality)
     decoders = None
     if load_decoders:
         from nextgpt.decode import Decoders
 
-        decoders = Decoders.from_folder(cfg, folder, dtype=torch.float16 if device.startswith("cuda") else torch.float32,
-                                        device=device, offload=offload)
+        decoders = Decoders.from_folder(cfg, folder, dtype=dtype, device=device, offload=offload)
     model = NextGPT(cfg, llm, tok, encoder=encoder, decoders=decoders)
     # rows after LoRA merge: the rows live in the base embeddings
     if (folder / TOKEN_ROWS).is_file():
@@ -174,20 +183,36 @@ def load_model(
     else:
         model.can_encode = False
     if (folder / OUTPUT_PROJECTORS).is_file() and (folder / TOKEN_ROWS).is_file():
-        state = read_safetensors(folder / OUTPUT_PROJECTORS)
-        load_into(model.output_projectors, state, folder / OUTPUT_PROJECTORS, strict=False)
-        for spec in cfg.decoders:
-            has_weights = any(k.startswith(spec.modality.value + ".") for k in state)
-            if has_weights and decoders is not None and decoder_available(decoders, spec.modality):
-                model.can_generate.add(spec.modality)
+        for modality in load_output_projectors(model, folder / OUTPUT_PROJECTORS):
+            if decoders is not None and decoder_available(decoders, modality):
+                model.can_generate.add(modality)
     if cfg.llm.source == "gguf" and quantization != "none":
         quantize_loaded(model.llm, quantization, device)
-    model.input_proj.to(device)
-    model.output_projectors.to(device)
+    model.input_proj.to(device, dtype)
+    model.output_projectors.to(device, dtype)
     model.eval()
     log.info("loaded %s from %s: reads media=%s, writes %s", cfg.name, folder, model.can_encode,
              sorted(m.value for m in model.can_generate) or "text only")
     return model
+
+
+def load_output_projectors(model: Any, path: Path) -> list[Modality]:
+    """Each modality's projector is loaded whole or not at all: a modality with no keys in the file stays
+    off; one with some of its keys missing, or a key of no modality, is an error naming the key (a partial
+    file must never switch generation on with random weights)."""
+    state = read_safetensors(path)
+    found = []
+    for spec in model.cfg.decoders:
+        prefix = spec.modality.value + "."
+        part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        if part:
+            load_into(model.output_projectors[spec.modality.value], part, f"{path} ({spec.modality.value} projector)")
+            found.append(spec.modality)
+    known = tuple(spec.modality.value + "." for spec in model.cfg.decoders)
+    stray = [k for k in state if not k.startswith(known)]
+    if stray:
+        raise CheckpointError(f"{path}: unexpected key {stray[0]!r} (does this file belong to this model?)")
+    return found
 
 
 def decoder_available(decoders: Any, modality: Modality) -> bool:

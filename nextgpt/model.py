@@ -204,7 +204,8 @@ class NextGPT(nn.Module):
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         # 1. prompt
-        max_prompt = self.cfg.llm.max_context - settings.max_new_tokens
+        max_new_tokens = settings.max_new_tokens or self.cfg.llm.max_new_tokens
+        max_prompt = self.cfg.llm.max_context - max_new_tokens
         prompt = self.builder.build(messages, max_prompt_tokens=max_prompt)
         notices = list(prompt.notices)
         # 2. media in
@@ -213,7 +214,9 @@ class NextGPT(nn.Module):
         timings["prepare"] = time.perf_counter() - t0
         # 3. text out, token by token
         banned = torch.tensor(self._banned_ids(settings), dtype=torch.long, device=self.device)
-        stop = set(self.builder.stop_ids) | ({self.tokenizer.eos_token_id} - {None})
+        stops = [seq for seq in self.builder.stop_sequences if seq]
+        if self.tokenizer.eos_token_id is not None:
+            stops.append([self.tokenizer.eos_token_id])
         gen = torch.Generator().manual_seed(settings.seed)
         cache = None
         step_input: dict[str, Any] = {"inputs_embeds": embeds}
@@ -221,29 +224,35 @@ class NextGPT(nn.Module):
         text_ids: list[int] = []
         special = self.vocab.all_ids
         shown = ""
-        for _ in range(settings.max_new_tokens):
+        for _ in range(max_new_tokens):
             out = self.llm(**step_input, past_key_values=cache, use_cache=True)
             cache = out.past_key_values
             logits = out.logits[0, -1].float()
             if banned.numel():
                 logits[banned] = float("-inf")
             token = self._sample(logits, settings, gen)
-            if token in stop:
-                break
             if not generated:
                 timings["first_token"] = time.perf_counter() - t0
             generated.append(token)
+            stop = next((seq for seq in stops if generated[-len(seq):] == seq), None)
+            if stop is not None:
+                del generated[-len(stop):]  # the end marker is not part of the reply
+                break
             step_input = {"input_ids": torch.tensor([[token]], device=self.device)}
             if token not in special:
                 text_ids.append(token)
-                text = self._decode(text_ids)
+                raw = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+                if any(m in raw for m in self.builder.template.run_on):
+                    break  # an invented next turn: cut below
+                text = self._held_back(raw.strip())
                 if len(text) > len(shown) and not text.endswith("\ufffd"):
                     yield StreamEvent(delta=text[len(shown):])
                     shown = text
         else:
-            notices.append(f"The reply reached the limit of {settings.max_new_tokens} new tokens.")
+            notices.append(f"The reply reached the limit of {max_new_tokens} new tokens.")
         timings["text"] = time.perf_counter() - t0
         timings["tokens"] = float(len(generated))
+        generated = self._cut_run_on(generated)
         # 4. signal tokens -> requests
         parsed = parse_signals(generated, self.vocab, allowed=set(settings.modalities) & self.can_generate)
         text = self._decode(list(parsed.text_ids))
@@ -271,6 +280,32 @@ class NextGPT(nn.Module):
 
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+    def _held_back(self, text: str) -> str:
+        """Streamed text without a tail that may be the start of an end marker ("##" of "\\n###")."""
+        markers = [m.strip() for m in self.builder.template.stop + self.builder.template.run_on]
+        for marker in markers:
+            for k in range(len(marker) - 1, 0, -1):
+                if text.endswith(marker[:k]):
+                    return text[:-k].rstrip()
+        return text
+
+    def _cut_run_on(self, ids: list[int]) -> list[int]:
+        """A reply that ran on into an invented next turn ("\\nHuman: ...") ends where that turn starts, so
+        nothing the invented turn wrote (signal tokens included) is acted on."""
+        markers = self.builder.template.run_on
+        if not markers:
+            return ids
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        found = [text.find(m) for m in markers if m in text]
+        if not found:
+            return ids
+        keep = text[:min(found)].rstrip()
+        for j in range(len(ids) + 1):
+            if len(self.tokenizer.decode(ids[:j], skip_special_tokens=False).rstrip()) >= len(keep):
+                log.info("reply cut at an invented next turn (%d of %d tokens kept)", j, len(ids))
+                return ids[:j]
+        return ids
 
     # ---- 5.-6. hidden states at the signal tokens -> decoder conditions ---------------------------
     def _conditions(self, cache: Any, prompt_len: int, reply_ids: list[int], blocks: dict[Modality, slice]) -> dict[Modality, torch.Tensor]:

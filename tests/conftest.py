@@ -116,3 +116,23 @@ def tiny_model(tiny_llm):
     model = NextGPT(cfg, llm, tok, encoder=MediaEncoder(cfg.encoder), decoders=tiny_decoders(cfg)).eval()
     model.can_generate = {spec.modality for spec in cfg.decoders}
     return model
+
+
+@pytest.fixture(scope="session")
+def llama_tokenizer():
+    """LLaMA's own tokenizer (Vicuna v0's), fetched by `make llama-vocab` into the cache; skipped when absent."""
+    from nextgpt.llm import LLAMA_VOCAB_FILE, llama_vocab_dir, load_llama_v0_tokenizer
+
+    if not (llama_vocab_dir() / LLAMA_VOCAB_FILE).is_file():
+        pytest.skip(f"LLaMA tokenizer not fetched ({llama_vocab_dir() / LLAMA_VOCAB_FILE}): run make llama-vocab")
+    return load_llama_v0_tokenizer()
+
+
+def tiny_7b_config() -> NextGPTConfig:
+    """The nextgpt-7b layout (vicuna_v0 prompt, 38 added tokens, 4/24/8 signal tokens) at toy widths."""
+    big = NextGPTConfig.from_name("nextgpt-7b")
+    llm = dataclasses.replace(big.llm, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
+                              intermediate_size=64, max_context=512)
+    enc = tiny_config().encoder
+    proj = ProjectorConfig(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32)
+    return big.replace(llm=llm, encoder=dataclasses.replace(enc), projector=proj)

@@ -252,3 +252,41 @@ def test_load_official_imagebind_rejects_other_architecture(tmp_path):
     torch.save({"visual.proj": torch.zeros(2, 2)}, pth)
     with pytest.raises(EncoderCheckpointError, match=r"other\.pth: missing key"):
         load_official_imagebind(pth, TINY)
+
+
+def test_video_three_spatial_crops_as_imagebind():
+    """nextgpt-7b's video path: 5 clips x 3 crops (start, centre, end of the long side) after a short-side scale."""
+    from nextgpt.config import NextGPTConfig
+    from nextgpt.encode import video_to_tensor
+
+    assert NextGPTConfig.from_name("nextgpt-7b").encoder.video_crops == 3
+    assert NextGPTConfig.from_name("nano").encoder.video_crops == 1
+    frames = np.zeros((10, 32, 64, 3), np.uint8)
+    frames[:, :, :4] = 255  # a white stripe at the left edge
+    frames[:, :, -4:, 0] = 255  # a red stripe at the right edge
+    out = video_to_tensor(frames, 16, num_clips=5, num_crops=3)
+    assert out.shape == (15, 3, 2, 16, 16)
+    white = out[:, 1].amax(dim=(1, 2, 3))  # green channel: high only where the white stripe is
+    red = (out[:, 0] - out[:, 1]).amax(dim=(1, 2, 3))  # red minus green: the red stripe
+    assert (white[0::3] > 1).all() and (white[1::3] < 0).all() and (white[2::3] < 0).all()
+    assert (red[2::3] > 1).all() and (red[0::3] < 0.5).all() and (red[1::3] < 0.5).all()
+    assert video_to_tensor(frames, 16, num_clips=5).shape == (5, 3, 2, 16, 16)
+
+
+def test_official_imagebind_from_a_read_only_folder(encoder, tmp_path, monkeypatch):
+    """The converted file goes to the cache, so a read-only model folder works; weights come in the asked dtype."""
+    import stat
+
+    monkeypatch.setenv("NEXTGPT_CACHE", str(tmp_path / "cache"))
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.save(dict(encoder.model.state_dict()), models / "imagebind_huge.pth")
+    models.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        loaded = load_official_imagebind(models / "imagebind_huge.pth", TINY, dtype=torch.float16)
+    finally:
+        models.chmod(stat.S_IRWXU)
+    assert loaded.dtype == torch.float16 and list(models.iterdir()) == [models / "imagebind_huge.pth"]
+    assert len(list((tmp_path / "cache" / "imagebind").glob(f"imagebind_huge-*/{ENCODER_FILE}"))) == 1
+    expected = encoder.encode(Modality.IMAGE, [IMAGE])
+    torch.testing.assert_close(loaded.encode(Modality.IMAGE, [IMAGE]).float(), expected, atol=2e-2, rtol=2e-2)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from nextgpt.config import NextGPTConfig
+from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.loading import (
     INPUT_PROJECTION, OUTPUT_PROJECTORS, TOKEN_ROWS, CheckpointError, convert_official_checkpoint, load_into,
     map_official_state, read_safetensors, save_checkpoint,
@@ -149,3 +149,34 @@ def test_7b_architecture_on_meta():
     fp16 = memory_plan("nextgpt-7b", quantization="none", offload=False)
     assert plan["peak_gb"] < fp16["peak_gb"]
     assert fp16["components"][0]["gb"] > 12.5  # a 7B LLM in fp16
+
+
+def test_dtype_auto_is_half_on_cuda_and_float32_on_cpu():
+    from nextgpt.llm import resolve_dtype
+
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype(None, "cpu") == torch.float32
+    assert resolve_dtype("auto", "cuda") in (torch.float16, torch.bfloat16)
+    assert resolve_dtype("float16", "cpu") == torch.float16 and resolve_dtype(torch.bfloat16, "cuda") == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be auto or one of"):
+        resolve_dtype("half", "cpu")
+
+
+def test_output_projectors_load_whole_or_not_at_all(tiny_model, tmp_path):
+    """A modality whose projector keys are all there is switched on; a partial one is an error, never random."""
+    from nextgpt.llm import save_safetensors
+    from nextgpt.loading import CheckpointError, load_output_projectors
+
+    state = tiny_model.output_projectors.state_dict()
+    only_image = {k: v for k, v in state.items() if k.startswith("image.")}
+    save_safetensors(only_image, tmp_path / "image.safetensors")
+    assert load_output_projectors(tiny_model, tmp_path / "image.safetensors") == [Modality.IMAGE]
+    partial = dict(state)
+    dropped = next(k for k in partial if k.startswith("video."))
+    del partial[dropped]
+    save_safetensors(partial, tmp_path / "partial.safetensors")
+    with pytest.raises(CheckpointError, match="video projector.*missing key"):
+        load_output_projectors(tiny_model, tmp_path / "partial.safetensors")
+    save_safetensors(state | {"depth.fc.weight": torch.zeros(1)}, tmp_path / "stray.safetensors")
+    with pytest.raises(CheckpointError, match="unexpected key 'depth.fc.weight'"):
+        load_output_projectors(tiny_model, tmp_path / "stray.safetensors")
