@@ -1,6 +1,7 @@
 """Write checkpoints/nano/README.md (the model card) from the measured files, so every figure has a source.
 
-    python scripts/model_card.py --checkpoint checkpoints/nano --runs runs --eval runs/eval
+    python scripts/model_card.py --checkpoint checkpoints/nano --runs runs --eval benchmarks
+    python scripts/model_card.py --eval benchmarks --table      # the results table alone, as in the README
 
 Reads: <checkpoint>/encoder/metrics.json, <checkpoint>/decoders/metrics.json, <runs>/stage{1,2,3}/summary.json
 and run.json, and <eval>/report.md (from `python -m nextgpt eval`). Missing files are reported as missing.
@@ -117,41 +118,74 @@ def projectors_section(runs: Path) -> list[str]:
     return lines[:-1]
 
 
-def targets_section(eval_dir: Path) -> list[str]:
-    """The model targets against report.json, each with its n and 95 % interval.
+_EDIT_KINDS = {"edit": "asked in a later turn", "upload_edit": "an upload and its edit in one turn"}
 
-    Met: the whole interval is at or above the goal; short: the whole interval is below it; unsettled: the goal
-    lies inside the interval (this n cannot tell).
-    """
-    r = _json(eval_dir / "report.json")
-    if r is None:
-        return ["No report.json: targets not checked."]
-    cap, gen = r["captioning"]["rows"], r["generation"]["rows"]
-    rows = [
-        ("image -> text: colour+shape", cap["image"]["attributes"]["all"], 0.90),
-        ("audio -> text: pitch+rhythm+sound", cap["audio"]["attributes"]["all"], 0.90),
-        ("video -> text: colour+shape+direction", cap["video"]["attributes"]["all"], 0.80),
+
+def _verdict(rate: dict, goal: float | None) -> str:
+    """met / **short** against the goal by the measured rate, and whether the 95 % interval settles it."""
+    if goal is None:
+        return "-"
+    lo, hi = rate["ci95"]
+    if rate["rate"] >= goal:
+        return "met" if lo >= goal else "met (interval reaches below)"
+    return "**short**" if hi < goal else "**short** (interval reaches the goal)"
+
+
+def result_rows(r: dict) -> list[tuple[str, dict, float | None]]:
+    """(ability, rate, goal or None) for every headline row of an eval report.json."""
+    cap, gen, edit, dia = r["captioning"]["rows"], r["generation"]["rows"], r["editing"], r["dialogue"]
+    rows: list[tuple[str, dict, float | None]] = [
+        ("image -> text: colour and shape", cap["image"]["attributes"]["all"], 0.90),
+        ("audio -> text: pitch, rhythm and sound", cap["audio"]["attributes"]["all"], 0.90),
+        ("video -> text: colour, shape and direction", cap["video"]["attributes"]["all"], 0.80),
         *((f"{m} requests: {m} produced", gen[m]["switch_accuracy"], 0.95) for m in ("image", "audio", "video")),
-        ("text-only requests: no media", gen["text"]["switch_accuracy"], 0.95),
-        ("generated image: colour+shape", gen["image"]["attributes"]["all"], 0.80),
+        ("general questions: no media produced", gen["text"]["switch_accuracy"], 0.95),
+        ("general questions: answer names the keyword", gen["text"]["keyword_right"], None),
+    ]
+    if gen["text"].get("base_keyword_right"):
+        rows.append(("the same, base SmolLM2 without the tuning", gen["text"]["base_keyword_right"], None))
+    rows += [
+        ("generated image: colour and shape", gen["image"]["attributes"]["all"], 0.80),
         ("generated audio: pitch", gen["audio"]["attributes"]["pitch"], 0.80),
         ("generated audio: rhythm", gen["audio"]["attributes"]["rhythm"], 0.80),
         ("generated audio: sound (tone / buzz)", gen["audio"]["attributes"]["sound"], 0.80),
+        ("generated audio: all three", gen["audio"]["attributes"]["all"], None),
         ("generated video: direction", gen["video"]["attributes"]["direction"], 0.70),
-        ("edits in a dialogue, every attribute", r["editing"]["accuracy"], 0.70),
+        ("generated video: colour, shape and direction", gen["video"]["attributes"]["all"], None),
+        ("edits in a dialogue: every attribute right", edit["accuracy"], 0.70),
+        *((f"edits: {_EDIT_KINDS.get(k, k)}", v, None) for k, v in edit.get("by_kind", {}).items()),
+        ("2-5 turn dialogues: every turn right", dia["success_rate"], None),
+        ("dialogue turns", dia["turn_accuracy"], None),
     ]
-    meta = r["meta"]
-    lines = [f"Against the targets ({meta.get('split', 'test')} split, weights `{meta.get('weight_hash')}`; *met*: the "
-             "whole 95 % interval at or above the goal, *short*: the whole interval below it, *unsettled*: the goal "
-             "inside the interval):", "",
-             "| target | n | measured % | 95 % interval | chance % | goal | verdict |", "|---|---|---|---|---|---|---|"]
-    for name, rate, goal in rows:
+    for m in ("image", "video"):
+        held = gen[m].get("combinations", {}).get("held_out")
+        if held and held["n"]:
+            rows.append((f"generated {m}, held-out combinations: every attribute", held, None))
+    return rows
+
+
+def results_table(r: dict) -> list[str]:
+    """One markdown table of `result_rows` with n, rate, interval, chance, goal and verdict."""
+    lines = ["| ability | n | measured % | 95 % interval | chance % | goal | verdict |", "|---|---|---|---|---|---|---|"]
+    for name, rate, goal in result_rows(r):
         lo, hi = rate["ci95"]
-        verdict = "met" if lo >= goal else "**short**" if hi < goal else "unsettled"
-        chance = "-" if rate.get("chance") is None else f"{100 * rate['chance']:.1f}"
+        chance = "-" if rate.get("chance") is None else "<0.1" if rate["chance"] < 0.0005 else f"{100 * rate['chance']:.1f}"
         lines.append(f"| {name} | {rate['n']} | {100 * rate['rate']:.1f} | {100 * lo:.1f}-{100 * hi:.1f} | {chance} | "
-                     f"{goal:.0%} | {verdict} |")
+                     f"{'-' if goal is None else f'{goal:.0%}'} | {_verdict(rate, goal)} |")
     return lines
+
+
+def targets_section(eval_dir: Path) -> list[str]:
+    """The results table of report.json, with what it was measured on."""
+    r = _json(eval_dir / "report.json")
+    if r is None:
+        return ["No report.json: targets not checked."]
+    meta = r["meta"]
+    return [f"On the world's {meta.get('split')} split (version {meta.get('world', {}).get('version')}, "
+            f"{meta.get('world', {}).get('phrasings')} phrasings), weights `{meta.get('weight_hash')}`, code "
+            f"`{meta.get('git_commit')}`; rates with their 95 % Wilson interval. *Met* / *short*: the measured "
+            "rate against the goal; where the interval reaches across the goal, this n cannot settle it.", "",
+            *results_table(r)]
 
 
 def _relink(markdown: str, eval_dir: Path, card_dir: Path) -> str:
@@ -166,7 +200,11 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     ap.add_argument("--eval", type=Path, default=Path("runs/eval"))
     ap.add_argument("--notes", type=Path, default=None, help="markdown appended as 'Notes'")
+    ap.add_argument("--table", action="store_true", help="only print the results table (for the README)")
     args = ap.parse_args()
+    if args.table:
+        print("\n".join(targets_section(args.eval)))
+        return
     report = args.eval / "report.md"
     chat = Path("assets/training/general_chat.json")
     general = len(json.loads(chat.read_text())) if chat.is_file() else 0
