@@ -188,6 +188,17 @@ def targets_section(eval_dir: Path) -> list[str]:
             *results_table(r)]
 
 
+def _world_line(ckpt: Path) -> str:
+    """Which version of the world the checkpoint was trained on, from <checkpoint>/training_world.json."""
+    w = _json(ckpt / "training_world.json")
+    if w is None:
+        return "The world version it was trained on is not recorded."
+    return (f"This checkpoint was trained on version {w['world_version']} of the world: the train phrasings and "
+            "every attribute combination. The test split it is measured on (version 2) holds out phrasings (every "
+            "user turn phrased as no train turn is) and media (none equal to a train medium); the combinations "
+            "that version 2 keeps out of training were in this checkpoint's training data (`docs/measurement.md`).")
+
+
 def _relink(markdown: str, eval_dir: Path, card_dir: Path) -> str:
     """The report's plots are next to it: point the card's image links at them."""
     rel = os.path.relpath(eval_dir, card_dir)
@@ -218,12 +229,13 @@ def main() -> None:
         "## Data", "",
         "`python -m nextgpt.world.records --out data/world --seed 0 --train 2000 --val 200 --test 200`: per split "
         "X-caption pairs, caption-only generation records, T2M instructions and MosIT dialogues (2-5 turns with "
-        "edits), in the official record formats; the test split uses held-out seeds. Stage 3 also mixes in "
-        f"`assets/training/general_chat.json` (the base model's own answers to {general} general questions).", "",
+        "edits), in the official record formats. Stage 3 also mixes in "
+        f"`assets/training/general_chat.json` (the base model's own answers to {general} general questions). "
+        + _world_line(args.checkpoint), "",
         "## Training", "", *encoder_section(args.checkpoint), "", *decoder_section(args.checkpoint, args.runs), "",
         "**Stages 1-3** (`runs/<stage>/summary.json`):", "", *stages_section(args.runs), "",
         *projectors_section(args.runs), "",
-        "## Evaluation (`python -m nextgpt eval`, test split, through the public chat API)", "",
+        "## Evaluation (`python -m nextgpt eval --split test`, once, through the public chat API)", "",
         *targets_section(args.eval), "",
         _relink(report.read_text().split("\n", 1)[1], args.eval, args.checkpoint) if report.is_file() else "Not run.", "",
     ]

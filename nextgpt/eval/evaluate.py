@@ -614,7 +614,10 @@ def base_llm(model: Any, max_new_tokens: int) -> tuple[str, Callable[[str], str]
 def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]] | None = None) -> EvalReport:
     """Run the tables on `cfg.split` of the world; see the module docstring. `base`: (name, answer(question))
     of the base LLM, which answers the general questions in the same run for comparison."""
-    # 1. plan every table first (and so the progress bar's length and what must be skipped)
+    from nextgpt.eval.provenance import git_commit, weight_hash
+
+    # 1. what is measured (the code as it is when the run starts), then plan every table first
+    commit, weights = git_commit(), weight_hash(cfg.checkpoint) if cfg.checkpoint else None
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     plans = {"captioning": plan_captioning(model, cfg), "generation": plan_generation(model, cfg),
@@ -632,8 +635,6 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
     finally:
         run.bar.close()
     samples = tables["generation"].pop("_samples")
-    from nextgpt.eval.provenance import git_commit, weight_hash
-
     world = json.loads((Path(cfg.data_dir) / cfg.split / "meta.json").read_text())
     trained_on = Path(cfg.checkpoint) / "training_world.json" if cfg.checkpoint else None
     meta = {
@@ -642,8 +643,8 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
         "world": {k: world.get(k) for k in ("seed", "split_seed", "n", "version", "phrasings", "held_out_pairs")},
         "checkpoint_world": json.loads(trained_on.read_text()) if trained_on and trained_on.is_file() else None,
         "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
-        "weight_hash": weight_hash(cfg.checkpoint) if cfg.checkpoint else None,
-        "git_commit": git_commit(),
+        "weight_hash": weights,
+        "git_commit": commit,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "capabilities": capabilities(model),
         "decoding": "greedy (temperature 0); diffusion seeded with seed + record index",
