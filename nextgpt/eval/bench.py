@@ -360,7 +360,7 @@ def benchmark(model: Any, cfg: BenchConfig, *, cold_start_cmd: Sequence[str] | N
     """All measurements and the targets; see the module docstring. `decoder_factory` builds a fresh
     Decoders for the official way (default: `Decoders.from_folder` on the model's checkpoint); `checkpoint`,
     the folder whose weight hash the result records."""
-    from nextgpt.eval.provenance import git_commit, weight_hash
+    from nextgpt.eval.provenance import display_path, git_commit, weight_hash
 
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
@@ -408,7 +408,7 @@ def benchmark(model: Any, cfg: BenchConfig, *, cold_start_cmd: Sequence[str] | N
                     _skipped(m["official_conversation_s"]["skipped"] or "not measured", "x"))
     config = {**asdict(cfg), "repeats": cfg.repeats, "heavy_repeats": cfg.heavy_repeats}
     return {"machine": machine(), "preset": model.cfg.name, "config": config,
-            "checkpoint": str(checkpoint) if checkpoint else None,
+            "checkpoint": display_path(checkpoint) if checkpoint else None,
             "weight_hash": weight_hash(checkpoint) if checkpoint else None, "git_commit": git_commit(),
             "capabilities": {"reads_media": model.can_encode, "generates": sorted(x.value for x in model.can_generate)},
             "measurements": m, "targets": check_targets(m), "elapsed_s": round(time.perf_counter() - started, 1)}

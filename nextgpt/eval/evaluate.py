@@ -614,7 +614,7 @@ def base_llm(model: Any, max_new_tokens: int) -> tuple[str, Callable[[str], str]
 def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]] | None = None) -> EvalReport:
     """Run the tables on `cfg.split` of the world; see the module docstring. `base`: (name, answer(question))
     of the base LLM, which answers the general questions in the same run for comparison."""
-    from nextgpt.eval.provenance import git_commit, weight_hash
+    from nextgpt.eval.provenance import display_path, git_commit, weight_hash
 
     # 1. what is measured (the code as it is when the run starts), then plan every table first
     commit, weights = git_commit(), weight_hash(cfg.checkpoint) if cfg.checkpoint else None
@@ -642,7 +642,7 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
         "split": cfg.split,
         "world": {k: world.get(k) for k in ("seed", "split_seed", "n", "version", "phrasings", "held_out_pairs")},
         "checkpoint_world": json.loads(trained_on.read_text()) if trained_on and trained_on.is_file() else None,
-        "checkpoint": str(cfg.checkpoint) if cfg.checkpoint else None,
+        "checkpoint": display_path(cfg.checkpoint) if cfg.checkpoint else None,
         "weight_hash": weights,
         "git_commit": commit,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},

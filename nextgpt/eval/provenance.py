@@ -45,3 +45,11 @@ def git_commit(root: str | Path = REPO_ROOT) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def display_path(path: str | Path) -> str:
+    """`path` relative to the repository when inside it (reports name no machine's folders), else as given."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
