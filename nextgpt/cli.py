@@ -5,8 +5,9 @@
     memory    weights per component and peak memory of a preset under a quantization / offload plan,
               computed from the real architectures on the meta device (nothing is downloaded)
     convert   the official pytorch_model.pt (pickle) -> our safetensors layout, weights-only
-    eval      the paper's tables on the world's test split through the chat API -> --out/report.md, report.json,
-              items.jsonl, *.png; prints {"report", "json", "plots", "summary", "skipped"}
+    eval      the paper's tables on a split of the world (default val; written first when missing) through the
+              chat API -> --out/report.md, report.json, items.jsonl, *.png; prints {"report", "json", "plots",
+              "summary", "skipped"}
     bench     speed and memory on this CPU against the targets and the official demo's way -> --out/bench.json,
               bench.md; prints {"bench", "md", "targets", "speedup_vs_official"}. With --preset nextgpt-7b
               --random-weights --scale tiny|full: the 7B path with random weights (nextgpt/eval/bench7b.py)
@@ -66,16 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, default=None,
                    help="config.json of the model to convert for (default: the nextgpt-7b preset)")
 
-    e = sub.add_parser("eval", help="the paper's tables on the world's test split")
+    e = sub.add_parser("eval", help="the paper's tables on a split of the world (default val)")
     add_model_args(e)
-    e.add_argument("--data", type=Path, default=DEFAULT_WORLD, help="the world's root folder (default data/world)")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--data", type=Path, default=DEFAULT_WORLD,
+                   help="the world's root folder (default data/world); a missing split is written there first")
+    e.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="val (default) to develop on; test once, for the report a checkpoint ships with")
     e.add_argument("--limit", type=int, default=None,
                    help="items per modality (captioning, generation), edit turns and dialogues (default: all)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--max-new-tokens", type=int, default=64)
     e.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the preset's)")
     e.add_argument("--no-meteor", action="store_true", help="skip METEOR (it starts a Java process)")
+    e.add_argument("--no-base", action="store_true",
+                   help="do not run the base LLM on the general questions for comparison")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     e.add_argument("--out", type=Path, default=Path("runs/eval"), help="report folder")
 
@@ -204,22 +209,34 @@ def _load(args: argparse.Namespace) -> Any:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from nextgpt.eval import EvalConfig, evaluate, write_report
 
+    from nextgpt.model import default_checkpoint_dir
+    from nextgpt.world.records import ensure_split
+
     if args.limit is not None and args.limit < 1:
         raise UserError("--limit must be at least 1")
-    if not (args.data / args.split / "mosit.json").is_file():
-        raise UserError(f"no world split at {args.data / args.split}: make it with "
-                        f"python -m nextgpt.world.records --out {args.data}")
-    cfg = EvalConfig(data_dir=args.data, split=args.split, limit=args.limit, seed=args.seed,
+    try:
+        ensure_split(args.data, args.split)
+    except OSError as err:
+        raise UserError(f"cannot write the world's {args.split} split in {args.data}: {err}") from None
+    checkpoint = args.checkpoint or default_checkpoint_dir(args.preset)
+    cfg = EvalConfig(data_dir=args.data, split=args.split, checkpoint=checkpoint, limit=args.limit, seed=args.seed,
                      max_new_tokens=args.max_new_tokens, num_inference_steps=args.steps, use_meteor=not args.no_meteor)
-    report = evaluate(_load(args), cfg)
+    from nextgpt.eval.evaluate import base_llm
+
+    model = _load(args)
+    report = evaluate(model, cfg, base=None if args.no_base else base_llm(model, args.max_new_tokens))
     paths = write_report(report, args.out)
     t = report.tables
     summary = {
+        "split": args.split,
+        "weight_hash": report.meta["weight_hash"],
         "caption_bleu4": {m: r.get("BLEU-4") for m, r in t["captioning"]["rows"].items()},
-        "caption_attribute_all": {m: r.get("attributes", {}).get("all") for m, r in t["captioning"]["rows"].items()},
-        "switch_accuracy": {m: r.get("switch_accuracy") for m, r in t["generation"]["rows"].items()},
-        "editing_accuracy": t["editing"]["accuracy"],
-        "dialogue_success": t["dialogue"]["success_rate"],
+        "caption_attribute_all": {m: (r.get("attributes", {}).get("all") or {}).get("rate")
+                                  for m, r in t["captioning"]["rows"].items()},
+        "switch_accuracy": {m: (r.get("switch_accuracy") or {}).get("rate") for m, r in t["generation"]["rows"].items()},
+        "general_keyword_right": (t["generation"]["rows"].get("text", {}).get("keyword_right") or {}).get("rate"),
+        "editing_accuracy": t["editing"]["accuracy"]["rate"],
+        "dialogue_success": t["dialogue"]["success_rate"]["rate"],
     }
     return {"report": paths["md"], "json": paths["json"], "plots": paths["plots"], "summary": summary,
             "skipped": report.meta["skipped"]}
@@ -276,7 +293,10 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         args.preset, folder=str(args.checkpoint) if args.checkpoint else None,
         quantization=args.quantization if args.quantization != "none" else None,
         device=args.device if args.device != "cpu" else None)
-    result = benchmark(model, BenchConfig(quick=args.quick, seed=args.seed), cold_start_cmd=cold, load_s=load_s)
+    from nextgpt.model import default_checkpoint_dir
+
+    result = benchmark(model, BenchConfig(quick=args.quick, seed=args.seed), cold_start_cmd=cold, load_s=load_s,
+                       checkpoint=args.checkpoint or default_checkpoint_dir(args.preset))
     paths = write_bench(result, args.out)
     speedup = result["measurements"]["speedup"]
     ratio = f"{speedup['value']:.2f}x" if speedup["value"] else f"not measured: {speedup['skipped']}"

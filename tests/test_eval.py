@@ -8,6 +8,7 @@ through the real signal parsing, projectors, decoders, judges and metrics.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -17,12 +18,14 @@ from conftest import make_world
 from nextgpt import cli
 from nextgpt.eval.bench import TARGETS, BenchConfig, benchmark, write_bench
 from nextgpt.eval.evaluate import TEXT_ONLY_REQUESTS, EvalConfig, evaluate, turn_kind
-from nextgpt.eval.metrics import attribute_accuracy, bleu4, caption_scores, frechet_distance, mean_cosine
+from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, bleu4, caption_scores, frechet_distance,
+                                  mean_cosine, rate, rate_of)
 from nextgpt.eval.report import write_report
 from tests.conftest import tiny_decoders
 
-VIDEO_WORDS = ("video", "clip", "animate", "moving", "move ")
+VIDEO_WORDS = ("video", "clip", "animat", "moving", "move ", "film", "watch")
 AUDIO_WORDS = ("hear", "play", "sound", "audio", "tone", "beep", "buzz", "pitch", "synthesize", "record")
+IMAGE_CAPTION = re.compile(r"\ba (?:red|green|blue|yellow|purple|orange) (?:circle|square|triangle)\b")
 IMAGE_WORDS = ("draw", "picture", "see", "image", "paint", "sketch", "make it", "show me", "render", "generate", "create",
                "produce", "turn it", "same thing", "change")
 
@@ -40,6 +43,8 @@ def _answer(model, messages) -> list[int]:
     for modality, keys in ((Modality.VIDEO, VIDEO_WORDS), (Modality.AUDIO, AUDIO_WORDS), (Modality.IMAGE, IMAGE_WORDS)):
         if any(k in text for k in keys):
             return words("Here it is.") + signals(modality)
+    if IMAGE_CAPTION.search(text):  # any request naming a coloured shape, however phrased
+        return words("Here it is.") + signals(Modality.IMAGE)
     return words("It is red. Paris is the capital of France.")
 
 
@@ -91,8 +96,60 @@ def test_cosine_and_attribute_accuracy():
     assert mean_cosine(x, x) == pytest.approx(1.0)
     assert mean_cosine(x, -x) == pytest.approx(-1.0)
     acc = attribute_accuracy([{"colour": "red", "shape": "circle"}, {"colour": "blue", "shape": "square"}],
-                             [{"colour": "red", "shape": "square"}, None])
-    assert acc == {"colour": 0.5, "shape": 0.0, "all": 0.0}
+                             [{"colour": "red", "shape": "square"}, None], attribute_chance("image"))
+    assert {k: (v["k"], v["n"], v["rate"]) for k, v in acc.items()} == {
+        "colour": (1, 2, 0.5), "shape": (0, 2, 0.0), "all": (0, 2, 0.0)}
+    assert acc["colour"]["chance"] == pytest.approx(1 / 6) and acc["all"]["chance"] == pytest.approx(1 / 18)
+
+
+@pytest.mark.parametrize("k,n", [(17, 20), (0, 12), (40, 40), (1, 1), (333, 1000)])
+def test_rates_carry_n_wilson_interval_and_chance(k, n):
+    z = 1.959963984540054  # the closed form of the Wilson score interval
+    p = k / n
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    r = rate(k, n, chance=0.25)
+    assert (r["k"], r["n"], r["rate"], r["chance"]) == (k, n, p, 0.25)
+    assert r["ci95"] == pytest.approx([centre - half, centre + half], abs=1e-9)
+    assert r["ci95"][0] <= p <= r["ci95"][1]
+    assert rate_of([True] * k + [False] * (n - k), [0.5, 0.0])["chance"] == 0.25
+    assert rate(0, 0)["rate"] is None and rate(0, 0)["ci95"] is None
+    with pytest.raises(ValueError):
+        rate(3, 2)
+
+
+def test_general_questions_are_not_training_questions_and_their_keywords_not_training_answers():
+    from pathlib import Path
+
+    from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
+    from nextgpt.world import prompts as P
+
+    norm = lambda s: " ".join(re.sub(r"[^a-z0-9 ]", " ", s.lower()).split())  # noqa: E731
+    chat = json.loads((Path(__file__).resolve().parent.parent / "assets/training/general_chat.json").read_text())
+    human = {norm(t["value"]) for r in chat for t in r["conversations"] if t["from"] == "human"}
+    human |= {norm(h) for h, _ in P.CHAT}
+    answers = [t["value"] for r in chat for t in r["conversations"] if t["from"] == "gpt"]
+    answers += [a for a in (*P.CAPTION_ANSWERS.values(),) for a in a] + list(P.T2M_ANSWERS) + list(P.EDIT_ANSWERS)
+    answers += [a for _, a in P.QUESTIONS.values()] + [a for _, a in P.CHAT]
+    assert len({q for q, _ in GENERAL_QUESTIONS}) == len(GENERAL_QUESTIONS)
+    assert sum(bool(k) for _, k in GENERAL_QUESTIONS) >= 30
+    for question, keywords in GENERAL_QUESTIONS:
+        assert norm(question) not in human, question
+        assert not any(keyword_right(a, keywords) for a in answers), (question, keywords)
+    assert keyword_right("It is Canberra.", ("canberra",)) and not keyword_right("Sydney", ("canberra",))
+    assert keyword_right("anything", ()) is None
+
+
+@pytest.mark.parametrize("modality", ["image", "audio", "video"])
+def test_the_fid_floor_renders_the_same_captions_afresh(modality):
+    from nextgpt.eval.evaluate import render_again
+    from nextgpt.world import JUDGES, parse_caption, sample_spec
+
+    rng = np.random.default_rng(5)
+    captions = [sample_spec(modality, rng).caption for _ in range(6)]
+    again = render_again(modality, captions, seed=0)
+    assert [JUDGES[modality](x) for x in again] == [parse_caption(c, modality) for c in captions]
+    assert render_again(modality, captions, seed=0)[0].tobytes() == again[0].tobytes()  # seeded
+    assert render_again(modality, captions, seed=1)[0].tobytes() != again[0].tobytes()
 
 
 def test_meteor_without_java_is_reported_not_raised(monkeypatch):
@@ -108,12 +165,17 @@ def test_turn_kinds():
     assert turn_kind(user("What colour is it?")) == "question"
     assert turn_kind(user("draw a red circle")) == "request"
     assert turn_kind({"role": "user", "content": [{"type": "image", "path": "x.png"}]}) == "upload"
+    # the test split's own phrasings, and an upload with an edit in the same turn
+    assert turn_kind(user("can u make it purple")) == "edit" and turn_kind(user("what color is it")) == "question"
+    upload = lambda text: {"role": "user", "content": [{"type": "image", "path": "x.png"}, {"type": "text", "text": text}]}  # noqa: E731
+    assert turn_kind(upload("Make it purple.")) == "upload_edit" and turn_kind(upload("What's this?")) == "upload"
 
 
 # ---- eval end to end -----------------------------------------------------------------------------------
 def test_eval_end_to_end(oracle_model, world, tmp_path):
     cfg = EvalConfig(data_dir=world, split="test", limit=2, seed=0, max_new_tokens=24, progress=False)
-    report = evaluate(oracle_model, cfg)
+    base = {"What is the capital of Australia?": "Canberra is.", "What is the largest planet in our solar system?": "Saturn."}
+    report = evaluate(oracle_model, cfg, base=("stand-in", base.__getitem__))
     paths = write_report(report, tmp_path / "eval")
     out = tmp_path / "eval"
     for name in ("report.json", "report.md", "items.jsonl", "captioning.png", "generation.png",
@@ -122,28 +184,45 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
     assert len(paths["plots"]) == 6
     data = json.loads((out / "report.json").read_text())
     assert data["meta"]["skipped"] == [] and data["meta"]["errors"] == []
+    def is_rate(r, n, chance=True):
+        return (r["n"] == n and r["k"] == round(r["rate"] * n) and r["ci95"][0] <= r["rate"] <= r["ci95"][1]
+                and (r["chance"] is not None) == chance)
+
     for m in ("image", "audio", "video"):
         row = data["captioning"]["rows"][m]
         assert row["n"] == 2 and 0.0 <= row["BLEU-4"] <= 1.0 and row["CIDEr"] >= 0.0
         assert row["METEOR"] is None or 0.0 <= row["METEOR"] <= 1.0
-        assert all(0.0 <= v <= 1.0 for v in row["attributes"].values())
+        assert all(is_rate(v, 2) for v in row["attributes"].values())
         gen = data["generation"]["rows"][m]
-        assert gen["switch_accuracy"] == 1.0  # the oracle always asks for the right modality
-        assert 0.0 <= gen["attributes"]["all"] <= 1.0 and gen["frechet"] >= 0.0
+        assert gen["switch_accuracy"]["rate"] == 1.0 and is_rate(gen["switch_accuracy"], 2)  # the oracle asks right
+        assert is_rate(gen["attributes"]["all"], 2) and gen["frechet"] >= 0.0 and gen["frechet_floor"] >= 0.0
+        assert gen["frechet_n"] == {"produced": 2, "real": 2}
+        assert gen["combinations"]["seen"]["n"] + gen["combinations"]["held_out"]["n"] == 2
         assert -1.0 <= gen["clipsim"] <= 1.0 and -1.0 <= gen["clipsim_real"] <= 1.0
-    assert data["captioning"]["rows"]["image"]["attributes"]["colour"] >= 0.0
-    assert data["generation"]["rows"]["text"]["switch_accuracy"] == 1.0
+    assert data["generation"]["rows"]["text"]["switch_accuracy"]["rate"] == 1.0
+    assert is_rate(data["dialogue"]["success_rate"], 2) and is_rate(data["dialogue"]["turn_accuracy"],
+                                                                     data["dialogue"]["turn_accuracy"]["n"])
+    if data["editing"]["n"]:
+        assert is_rate(data["editing"]["accuracy"], data["editing"]["n"])
     assert data["generation"]["confusion"]["text"]["none"] == 2
     answers = data["generation"]["rows"]["text"]["answers"]
     assert [a["prompt"] for a in answers] == list(TEXT_ONLY_REQUESTS[:2]) and all(a["produced"] == [] for a in answers)
-    assert data["dialogue"]["n"] == 2 and 0.0 <= data["dialogue"]["success_rate"] <= 1.0
+    # the oracle answers every text question "It is red. Paris is the capital of France.": no keyword right
+    assert data["generation"]["rows"]["text"]["keyword_right"]["k"] == 0
+    assert [a["base_reply"] for a in answers] == ["Canberra is.", "Saturn."]  # the stand-in base LLM
+    assert [a["base_right"] for a in answers] == [True, False]
+    assert data["generation"]["rows"]["text"]["base_keyword_right"]["k"] == 1
+    assert data["dialogue"]["n"] == 2
     assert data["editing"]["n"] <= 2 and "reference" in data["editing"]["history"]
     md = (out / "report.md").read_text()
-    assert "BLEU-4" in md and "confusion" in md and "Multi-turn" in md
-    assert f"| {TEXT_ONLY_REQUESTS[0]} | none | {' '.join(answers[0]['reply'].split())[:197]}" in md
+    assert "BLEU-4" in md and "confusion" in md and "Multi-turn" in md and "Wilson" in md and "chance %" in md
+    r = data["generation"]["rows"]["image"]["attributes"]["all"]
+    assert f"{100 * r['rate']:.1f} ({r['k']}/{r['n']}; {100 * r['ci95'][0]:.1f}-{100 * r['ci95'][1]:.1f})" in md
+    assert f"| {TEXT_ONLY_REQUESTS[0]} | canberra | none | **no** | {' '.join(answers[0]['reply'].split())[:157]}" in md
 
     # a rerun gives the same outputs (greedy decoding, diffusion seeded per record): checked on limit 1
-    again = evaluate(oracle_model, EvalConfig(data_dir=world, limit=1, max_new_tokens=24, progress=False, use_meteor=False))
+    again = evaluate(oracle_model, EvalConfig(data_dir=world, split="test", limit=1, max_new_tokens=24, progress=False,
+                                              use_meteor=False), base=("stand-in", base.__getitem__))
     first = {json.dumps({k: v for k, v in item.items()}, sort_keys=True) for item in report.items}
     assert all(json.dumps(item, sort_keys=True) in first for item in again.items)
 
@@ -154,7 +233,7 @@ def test_eval_cli_on_a_text_only_checkpoint(tiny_model, world, tmp_path, monkeyp
     tiny_model.encoder = None
     tiny_model.can_generate = set()
     monkeypatch.setattr(cli, "_load", lambda args: tiny_model)
-    code = cli.main(["eval", "--data", str(world), "--limit", "1", "--no-meteor", "--max-new-tokens", "8",
+    code = cli.main(["eval", "--data", str(world), "--split", "test", "--limit", "1", "--no-meteor", "--no-base", "--max-new-tokens", "8",
                      "--out", str(tmp_path / "e")])
     out = json.loads(capsys.readouterr().out.strip())
     assert code == 0, out
@@ -166,9 +245,48 @@ def test_eval_cli_on_a_text_only_checkpoint(tiny_model, world, tmp_path, monkeyp
     assert "skipped" in (tmp_path / "e" / "report.md").read_text()
 
 
-def test_eval_cli_without_a_world(tmp_path, capsys):
-    code = cli.main(["eval", "--data", str(tmp_path / "nowhere")])
-    assert code == 2 and "no world split" in json.loads(capsys.readouterr().out)["error"]
+def test_eval_cli_writes_the_missing_split_and_names_its_provenance(tiny_model, tmp_path, monkeypatch, capsys):
+    """A fresh clone has no data/world: `eval` writes the split it needs (the same bytes `make_split` writes)
+    and the report names its split, the checkpoint's weight hash and the git commit."""
+    from safetensors.torch import save_file
+
+    from nextgpt.eval.provenance import git_commit, weight_hash
+    from nextgpt.world.records import SPLIT_SIZES
+
+    tiny_model.can_encode = False
+    tiny_model.encoder = None
+    tiny_model.can_generate = set()
+    monkeypatch.setattr(cli, "_load", lambda args: tiny_model)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    save_file({"w": torch.arange(4.0)}, str(ckpt / "a.safetensors"))
+    code = cli.main(["eval", "--data", str(tmp_path / "nowhere"), "--checkpoint", str(ckpt), "--limit", "1",
+                     "--no-meteor", "--no-base", "--max-new-tokens", "4", "--out", str(tmp_path / "e")])
+    out = json.loads(capsys.readouterr().out.strip())
+    assert code == 0, out
+    assert out["summary"]["split"] == "val"  # the development split by default
+    val = tmp_path / "nowhere" / "val"
+    assert len(json.loads((val / "t2m.json").read_text())) == 3 * SPLIT_SIZES["val"]
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["meta"]["split"] == "val" and report["meta"]["weight_hash"] == weight_hash(ckpt)
+    assert report["meta"]["weight_hash"].startswith("sha256:") and report["meta"]["git_commit"] == git_commit()
+    md = (tmp_path / "e" / "report.md").read_text()
+    assert "Split **val**" in md and report["meta"]["weight_hash"] in md
+
+
+def test_weight_hash_follows_the_weights_only(tmp_path):
+    from safetensors.torch import save_file
+
+    from nextgpt.eval.provenance import weight_hash
+
+    assert weight_hash(tmp_path) is None
+    (tmp_path / "sub").mkdir()
+    save_file({"w": torch.zeros(3)}, str(tmp_path / "sub" / "m.safetensors"))
+    first = weight_hash(tmp_path)
+    (tmp_path / "README.md").write_text("a model card")
+    assert weight_hash(tmp_path) == first
+    save_file({"w": torch.ones(3)}, str(tmp_path / "sub" / "m.safetensors"))
+    assert weight_hash(tmp_path) != first
 
 
 # ---- bench -------------------------------------------------------------------------------------------
@@ -179,9 +297,14 @@ def test_bench_quick(oracle_model, tmp_path):
     m = result["measurements"]
     assert m["ready_s"]["value"] is None and "skip" in m["ready_s"]["skipped"]
     for key in ("first_token_s", "tokens_per_s", "image_s", "audio_s", "video_s", "any_to_any_s", "conversation_s",
-                "official_conversation_s", "speedup", "peak_rss_gb"):
+                "official_conversation_s", "speedup", "peak_rss_gb", "memory_bound_tokens_per_s", "tokens_per_s_of_limit"):
         assert m[key]["value"] is not None and m[key]["value"] > 0, (key, m[key])
     assert m["conversation_s"]["detail"]["produced"] == [[], ["image"], ["video"], ["audio"], []]
+    llm_bytes = sum(p.numel() * p.element_size() for p in {p.data_ptr(): p for p in oracle_model.llm.parameters()
+                                                             if p.dim() == 2}.values())
+    assert m["memory_bound_tokens_per_s"]["detail"]["weight_gb"] == round(llm_bytes / 1e9, 3)
+    assert m["tokens_per_s_of_limit"]["value"] == pytest.approx(m["tokens_per_s"]["value"]
+                                                                 / m["memory_bound_tokens_per_s"]["value"])
     official = m["official_conversation_s"]["detail"]
     assert official["decoder_loads"] == 3 and official["decoder_load_s"] > 0
     for detail in (m["conversation_s"]["detail"], official):  # the parts are within the whole
@@ -194,6 +317,7 @@ def test_bench_quick(oracle_model, tmp_path):
     md = (tmp_path / "b" / "bench.md").read_text()
     assert "Official way" in md and "by how much" in md and "Where the time goes" in md
     assert json.loads(open(paths["json"]).read())["preset"] == oracle_model.cfg.name
+    assert result["git_commit"] and result["weight_hash"] is None  # no checkpoint folder given
 
 
 def test_bench_on_a_text_only_checkpoint(tiny_model, tmp_path):

@@ -1,10 +1,10 @@
 """`eval --limit 4` and `bench --quick` end to end on the shipped nano checkpoint, as a user runs them.
 
 Each command runs in its own process through the CLI (what the README shows), on a freshly made test split of
-the world (held-out seeds; never seen in training). The figures themselves are the committed benchmarks/ ones;
-here the shipped weights only have to clearly work: greedy decoding and seeded diffusion make the outputs
-repeatable, and the bounds sit far below what the full evaluation measured (image captioning 92.5 %,
-switching 100 %).
+the world (test-only phrasings and media). The figures themselves are the committed benchmarks/ ones
+(tests/test_figures.py ties them to these weights); here the shipped weights only have to clearly work: greedy
+decoding and seeded diffusion make the outputs repeatable, and the bounds sit far below what the test-split
+evaluation measured (image captioning 94 %, switching 100 %).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ COMPONENTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "vi
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
-    return make_world(tmp_path_factory.mktemp("world"), ("train", "test"), n=4, n_dialogues=0)
+    return make_world(tmp_path_factory.mktemp("world"), ("train", "val", "test"), n=4, n_dialogues=0)
 
 
 def _args(world: Path, tmp: Path, **kw) -> DecoderTrainArgs:
@@ -264,7 +264,9 @@ def test_vae_round_trip_judges_what_the_vae_keeps(world, modality):
     assert kept["round_trip_items"] >= 2
     assert all(v == 1.0 for k, v in kept.items() if k.startswith("round_trip_") and k != "round_trip_items")
     swapped = vae_round_trip(_PassThroughVAE(swap_red_blue=True), world, "test", modality, n=6)
-    assert swapped["round_trip_colour"] < 1.0 and swapped["round_trip_shape"] == 1.0
+    # swapping red and blue can move a colour off the palette, and the judges read an object of no world colour
+    # as nothing there, so its shape counts as lost too
+    assert swapped["round_trip_colour"] < 1.0 and swapped["round_trip_shape"] >= swapped["round_trip_colour"]
 
 
 def test_metrics_merge_keeps_the_training_record_of_parts_this_run_did_not_train(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import re
 from pathlib import Path
@@ -10,14 +11,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from nextgpt.world import (ATTRIBUTES, CAPTION_TEMPLATES, JUDGES, KINDS, MEDIA_TOKENS, MODALITIES, SAMPLE_RATE,
                            SPLITS, encode_videos, judge_audio, judge_image, judge_video, load_records, make_split,
                            parse_caption, random_edit, read_media, sample_dialogue, sample_spec, write_media)
 from nextgpt.world import prompts as P
 from nextgpt.world.records import main as records_main
-from nextgpt.world.vocab import PITCH_RANGES
+from nextgpt.world.vocab import PITCH_RANGES, SHAPES
 
 N_JUDGE = 300  # samples per modality for the accuracy tests
 EXTS = {"image": ".png", "audio": ".wav", "video": ".mp4"}
@@ -156,6 +157,125 @@ def test_judges_on_degenerate_inputs():
     # a still shape has colour and shape but no direction
     still = np.stack([sample_spec("image", np.random.default_rng(0)).render()] * 8)
     assert judge_video(still)["direction"] is None and judge_video(still)["shape"] is not None
+
+
+# ---------------------------------------------------------------- judges refuse what is not one world object
+
+def _not_a_world_image(kind: str, rng: np.random.Generator) -> np.ndarray:
+    """(64, 64, 3) uint8 that no world caption describes; `kind` says how."""
+    from nextgpt.world.render import draw_shape
+    from nextgpt.world.vocab import COLOURS
+
+    colours = list(COLOURS.values())
+    pick = lambda: colours[int(rng.integers(len(colours)))]  # noqa: E731
+    if kind == "uniform noise":
+        return rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    if kind == "grey noise":
+        return np.clip(rng.normal(128, 60, (64, 64, 3)), 0, 255).astype(np.uint8)
+    if kind == "noise on white":  # saturated speckles over a white frame, a third of the pixels
+        img = np.full((64, 64, 3), 255, np.uint8)
+        spots = rng.random((64, 64)) < 0.33
+        img[spots] = rng.integers(0, 256, (int(spots.sum()), 3))
+        return img
+    if kind == "field":
+        return np.broadcast_to(np.array(pick(), np.uint8), (64, 64, 3)).copy()
+    if kind == "field with a white shape":
+        hole = draw_shape(SHAPES[int(rng.integers(3))], (0, 0, 0), 30, 32, 32) == 0  # (64, 64, 3) bool
+        return np.where(hole, 255, np.array(pick(), np.uint8)).astype(np.uint8)
+    if kind == "outline":
+        img = Image.new("RGB", (64, 64), (255, 255, 255))
+        box = (14, 14, 14 + int(rng.integers(24, 36)), 14 + int(rng.integers(24, 36)))
+        draw = ImageDraw.Draw(img)
+        outline = {"circle": draw.ellipse, "square": draw.rectangle}[("circle", "square")[int(rng.integers(2))]]
+        outline(box, outline=pick(), width=2)
+        return np.asarray(img)
+    if kind == "two objects":  # e.g. a red circle beside a bigger blue square
+        first, second = rng.choice(len(colours), 2, replace=False)
+        left = draw_shape(SHAPES[int(rng.integers(3))], colours[first], 20, 14, 32)
+        right = draw_shape(SHAPES[int(rng.integers(3))], colours[second], 26, 47, 32)
+        return np.minimum(left, right)
+    if kind == "two colours":  # one square, half of it in a clearly different colour (hues >= 45 degrees apart)
+        hues = {name: colorsys.rgb_to_hsv(*(c / 255 for c in rgb))[0] * 360 for name, rgb in COLOURS.items()}
+        first, second = rng.choice(len(colours), 2, replace=False)
+        while min(abs(hues[list(COLOURS)[first]] - hues[list(COLOURS)[second]]),
+                  360 - abs(hues[list(COLOURS)[first]] - hues[list(COLOURS)[second]])) < 45:
+            first, second = rng.choice(len(colours), 2, replace=False)
+        img = draw_shape("square", colours[first], 32, 32, 32).copy()
+        img[16:48, 32:48] = colours[second]
+        return img
+    raise ValueError(kind)
+
+
+NOT_WORLD_IMAGES = ("uniform noise", "grey noise", "noise on white", "field", "field with a white shape", "outline",
+                    "two objects", "two colours")
+
+
+@pytest.mark.parametrize("kind", NOT_WORLD_IMAGES)
+def test_image_judge_sees_nothing_in_what_is_not_one_world_object(kind):
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        img = _not_a_world_image(kind, rng)
+        assert judge_image(img) == {"colour": None, "shape": None}, kind
+        clip = np.stack([np.roll(img, 3 * t, axis=1) for t in range(8)])  # the same thing, moving
+        assert judge_video(clip) == {"colour": None, "shape": None, "direction": None}, kind
+
+
+def test_video_judge_needs_one_object_throughout():
+    spec = sample_spec("video", np.random.default_rng(4))
+    clip = spec.render()
+    assert judge_video(clip) == spec.attributes
+    blank = clip.copy()
+    blank[:4] = 255  # the object missing from half the frames
+    assert judge_video(blank)["colour"] is None
+    two = clip.copy()
+    two[:, 2:12, 2:12] = (30, 170, 60) if spec.colour != "green" else (220, 30, 30)  # a second, still object
+    assert judge_video(two) == {"colour": None, "shape": None, "direction": None}
+
+
+def _not_a_world_sound(kind: str, rng: np.random.Generator) -> np.ndarray:
+    from nextgpt.world.render import synth_sound
+
+    n = 2 * SAMPLE_RATE
+    if kind == "white noise":
+        return (0.3 * rng.standard_normal(n)).astype(np.float32)
+    if kind == "beeping noise":  # white noise gated like a world beep
+        gate = (np.arange(n) / SAMPLE_RATE * 4.0) % 1.0 < 0.5
+        return (0.3 * rng.standard_normal(n) * gate).astype(np.float32)
+    if kind == "low-passed noise":
+        spectrum = np.fft.rfft(rng.standard_normal(n))
+        spectrum[np.fft.rfftfreq(n, 1 / SAMPLE_RATE) > 2000] = 0
+        return (np.fft.irfft(spectrum, n) / 10).astype(np.float32)
+    if kind == "two pitches":  # a low and a high tone at once
+        return synth_sound(float(rng.uniform(200, 300)), False, None) + synth_sound(float(rng.uniform(800, 1200)), False, None)
+    if kind == "click train":
+        wave = np.zeros(n, np.float32)
+        wave[:: int(rng.integers(400, 4000))] = 0.9
+        return wave
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["white noise", "beeping noise", "low-passed noise", "two pitches", "click train"])
+def test_audio_judge_hears_nothing_in_sound_that_is_not_a_world_tone(kind):
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        assert judge_audio(_not_a_world_sound(kind, rng), SAMPLE_RATE) == {"pitch": None, "rhythm": None, "sound": None}
+
+
+def test_audio_judge_reads_tone_and_buzz_from_the_harmonics():
+    from nextgpt.world.render import synth_sound
+
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    for f0 in (220.0, 1000.0):
+        sine = 0.5 * np.sin(2 * np.pi * f0 * t)
+        assert judge_audio(sine, SAMPLE_RATE)["sound"] == "tone"
+        assert judge_audio(synth_sound(f0, True, None), SAMPLE_RATE)["sound"] == "buzz"
+        # a sine with a 3rd harmonic at -33 dB (what a vocoder that smooths a buzz returns) is still a tone
+        faint = sine + 0.5 * 10 ** (-33 / 20) * np.sin(2 * np.pi * 3 * f0 * t)
+        assert judge_audio(faint, SAMPLE_RATE)["sound"] == "tone"
+        # odd harmonics at a square wave's strengths, however the phases fall, make a buzz
+        phases = np.random.default_rng(int(f0)).uniform(0, 2 * np.pi, 4)
+        odd = sum(np.sin(2 * np.pi * k * f0 * t + p) / k for k, p in zip((1, 3, 5, 7), phases) if k * f0 < 7900)
+        assert judge_audio(0.4 * odd, SAMPLE_RATE)["sound"] == "buzz"
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -340,6 +460,22 @@ def test_prompt_tables():
         assert all("{caption}" in t for t in P.T2M_REQUESTS[modality] + P.CAPTION_ANSWERS[modality])
         for attribute, words in ATTRIBUTES[modality].items():
             assert set(P.EDIT_PROMPTS[attribute]) == set(words) and attribute in P.QUESTIONS
+
+
+def test_ensure_split_writes_the_standard_split_once(tmp_path):
+    from nextgpt.world.records import ensure_split
+
+    root = ensure_split(tmp_path / "a", "test", n=3)
+    make_split(tmp_path / "b", "test", n=3, seed=0, n_dialogues=3, workers=2)
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files and files == sorted(p.relative_to(tmp_path / "b" / "test") for p in (tmp_path / "b" / "test").rglob("*")
+                                     if p.is_file())
+    assert all((root / f).read_bytes() == (tmp_path / "b" / "test" / f).read_bytes() for f in files)
+    stamp = (root / "meta.json").stat().st_mtime_ns
+    ensure_split(tmp_path / "a", "test", n=3)  # present: left alone
+    assert (root / "meta.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError):
+        ensure_split(tmp_path, "dev")
 
 
 def test_cli_writes_disjoint_splits(tmp_path):

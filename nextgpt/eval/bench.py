@@ -13,6 +13,9 @@ public `chat` API:
     any-to-any     a whole turn with an image in (encoded in that turn) and text + image out
     conversation   5 mixed turns (image in, image edit, video, audio, text) with the model's own history
     peak RSS       this process's high-water mark after the above (before the official way runs)
+    memory bound   one pass that reads every LLM weight matrix once (a matrix-vector product each, as a decoding
+                   step with an empty KV cache does): the most tokens/s this machine's memory allows; tokens/s is
+                   also given as a fraction of it, which moves less with the machine than tokens/s itself
     official way   the same conversation as the official demo runs it on the same weights: decoders loaded
                    afresh for every item, 50 sampler steps, every earlier medium re-encoded each turn
 A part the checkpoint cannot do is reported as skipped with the reason.
@@ -309,14 +312,40 @@ def measure_conversations(model: Any, cfg: BenchConfig, factory: Callable[[], An
     return ours, official
 
 
+def measure_memory_bound(model: Any, cfg: BenchConfig) -> dict[str, Any]:
+    """Seconds for one matrix-vector product with every distinct LLM weight matrix (tied ones once), as
+    tokens/s: the limit of decoding when every token reads every weight."""
+    matrices = list({p.data_ptr(): p for p in model.llm.parameters() if p.dim() == 2}.values())
+    vectors = [torch.randn(1, w.shape[1], dtype=w.dtype, device=w.device) for w in matrices]
+    n_bytes = sum(w.numel() * w.element_size() for w in matrices)
+
+    def one_pass() -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            for w, x in zip(matrices, vectors):
+                torch.nn.functional.linear(x, w)
+        return time.perf_counter() - start
+
+    one_pass()  # warm-up
+    seconds = [one_pass() for _ in range(max(5, cfg.repeats))]
+    rates = [1.0 / t for t in seconds]
+    return _result(rates, "tokens/s", weight_gb=round(n_bytes / 1e9, 3), matrices=len(matrices),
+                   pass_s=round(statistics.median(seconds), 5),
+                   gb_per_s=round(n_bytes / 1e9 / statistics.median(seconds), 2))
+
+
 def _skipped(reason: str, unit: str) -> dict[str, Any]:
     return {"value": None, "skipped": reason, "unit": unit}
 
 
 def benchmark(model: Any, cfg: BenchConfig, *, cold_start_cmd: Sequence[str] | None = None,
-              decoder_factory: Callable[[], Any] | None = None, load_s: float | None = None) -> dict[str, Any]:
+              decoder_factory: Callable[[], Any] | None = None, load_s: float | None = None,
+              checkpoint: Path | None = None) -> dict[str, Any]:
     """All measurements and the targets; see the module docstring. `decoder_factory` builds a fresh
-    Decoders for the official way (default: `Decoders.from_folder` on the model's checkpoint)."""
+    Decoders for the official way (default: `Decoders.from_folder` on the model's checkpoint); `checkpoint`,
+    the folder whose weight hash the result records."""
+    from nextgpt.eval.provenance import display_path, git_commit, weight_hash
+
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     m: dict[str, dict[str, Any]] = {}
@@ -339,6 +368,10 @@ def benchmark(model: Any, cfg: BenchConfig, *, cold_start_cmd: Sequence[str] | N
     # 2. text
     text, why = attempt(lambda: measure_text(model, cfg))
     m["first_token_s"], m["tokens_per_s"] = text or (_skipped(why, "s"), _skipped(why, "tokens/s"))
+    record("memory_bound_tokens_per_s", "tokens/s", lambda: measure_memory_bound(model, cfg))
+    speed, limit = m["tokens_per_s"]["value"], m["memory_bound_tokens_per_s"]["value"]
+    m["tokens_per_s_of_limit"] = ({"value": speed / limit, "runs": [], "unit": "fraction", "skipped": None}
+                                  if speed and limit else _skipped("tokens/s or the limit not measured", "fraction"))
     # 3. one item of each modality
     for modality in GENERATION_PROMPTS:
         record(f"{modality}_s", "s", lambda modality=modality: measure_generation(model, cfg, modality))
@@ -359,6 +392,8 @@ def benchmark(model: Any, cfg: BenchConfig, *, cold_start_cmd: Sequence[str] | N
                     _skipped(m["official_conversation_s"]["skipped"] or "not measured", "x"))
     config = {**asdict(cfg), "repeats": cfg.repeats, "heavy_repeats": cfg.heavy_repeats}
     return {"machine": machine(), "preset": model.cfg.name, "config": config,
+            "checkpoint": display_path(checkpoint) if checkpoint else None,
+            "weight_hash": weight_hash(checkpoint) if checkpoint else None, "git_commit": git_commit(),
             "capabilities": {"reads_media": model.can_encode, "generates": sorted(x.value for x in model.can_generate)},
             "measurements": m, "targets": check_targets(m), "elapsed_s": round(time.perf_counter() - started, 1)}
 
@@ -391,6 +426,8 @@ def check_targets(measurements: dict[str, dict[str, Any]]) -> list[dict[str, Any
 def markdown(result: dict[str, Any]) -> str:
     mach, cfg = result["machine"], result["config"]
     lines = [f"# Benchmark: preset `{result['preset']}`", "",
+             f"Checkpoint `{result.get('checkpoint')}`, weights `{result.get('weight_hash')}`; code at git commit "
+             f"`{result.get('git_commit')}`.", "",
              f"Machine: {mach['cpu']}; {mach['usable_cores']} usable of {mach['logical_cores']} logical cores; "
              f"torch threads: {mach['torch_threads']}; {mach['ram_gb']} GB RAM; load average {mach['load_average']} "
              f"(other jobs on the machine slow every number down); torch {mach['torch']}, Python {mach['python']}.", "",

@@ -1,9 +1,13 @@
-"""The paper's tables on the world's held-out split, measured through the public `NextGPT.chat` API only.
+"""The paper's tables on a split of the world, measured through the public `NextGPT.chat` API only.
 
-    python -m nextgpt eval --preset nano --split test --limit 4 --out runs/eval
+    python -m nextgpt eval --preset nano --limit 4 --out runs/eval            # val: the development split
+    python -m nextgpt eval --preset nano --split test --out benchmarks        # test: once, for a shipped report
 
     report = evaluate(model, EvalConfig(data_dir=Path("data/world"), limit=4))
     write_report(report, Path("runs/eval"))   # report.md, report.json, items.jsonl, *.png
+
+The split is written first when it is missing (`ensure_split`: deterministic, seconds). Every report names
+its split, the checkpoint's weight hash and the git commit it was measured at.
 
 1. X->text captioning (comprehension.json): BLEU-4 / METEOR / CIDEr against every caption phrasing of the
    world, and per-attribute accuracy of the words in the reply (`parse_caption`).
@@ -23,59 +27,51 @@ reported as skipped with the reason, never faked.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from nextgpt.config import GenerationSettings, Modality
-from nextgpt.eval.metrics import attribute_accuracy, caption_scores, frechet_distance, mean_cosine
+from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
+from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, caption_scores, frechet_distance, mean_cosine,
+                                  rate_of)
 from nextgpt.world import prompts as P
 from nextgpt.world.judge import judge_audio, judge_image, judge_video, parse_caption
-from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES
+from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES, held_out_pairs
 
 log = logging.getLogger(__name__)
 
 PRODUCED_COLUMNS = (*MODALITIES, "none")  # confusion-matrix columns
+SWITCH_CHANCE = 1.0 / len(PRODUCED_COLUMNS)  # a blind pick of one outcome: image, audio, video or none
 ASKED_ROWS = (*MODALITIES, "text")  # confusion-matrix rows
 
-# Text-only requests: the right answer produces no media. Some name world words on purpose (colours,
-# shapes, "high") as hard negatives for modality switching.
-TEXT_ONLY_REQUESTS = (
-    "What is the capital of France?",
-    "How many days are there in a week?",
-    "What colours do you know?",
-    "Explain what a rainbow is in one sentence.",
-    "What is two plus three?",
-    "Is a triangle a shape with three sides?",
-    "Who are you?",
-    "Name a fruit that is yellow.",
-    "What is the opposite of high?",
-    "Tell me a fun fact about the ocean.",
-    "How do you say hello in Spanish?",
-    "Why is the sky blue?",
-)
+TEXT_ONLY_REQUESTS = tuple(q for q, _ in GENERAL_QUESTIONS)  # the text row: the right answer produces no media
 
-_EDIT_PROMPTS = {p for values in P.EDIT_PROMPTS.values() for ps in values.values() for p in ps}
-_QUESTIONS = {q for qs, _ in P.QUESTIONS.values() for q in qs}
-_ANIMATE = {p.format(value=d) for p in P.ANIMATE_PROMPTS for d in ATTRIBUTES["video"]["direction"]}
-_STILL = set(P.STILL_PROMPTS)
-_CHAT = {human for human, _ in P.CHAT}
+_BOOKS = (P.TRAIN_BOOK, P.TEST_BOOK)  # user-turn phrasings of every split
+_EDIT_PROMPTS = {p for b in _BOOKS for values in b.edits.values() for ps in values.values() for p in ps}
+_QUESTIONS = {q for b in _BOOKS for qs in b.questions.values() for q in qs}
+_ANIMATE = {p.format(value=d) for b in _BOOKS for p in b.animate for d in ATTRIBUTES["video"]["direction"]}
+_STILL = {p for b in _BOOKS for p in b.still}
+_CHAT = {human for b in _BOOKS for human, _ in b.chat}
+_UPLOAD_EDITS = {p.format(value=c) for b in _BOOKS for p in b.upload_edits for c in ATTRIBUTES["image"]["colour"]}
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """What to evaluate and how."""
 
-    data_dir: Path  # the world's root (holds <split>/comprehension.json, ...)
-    split: str = "test"
+    data_dir: Path  # the world's root (holds <split>/comprehension.json, ...); a missing split is written
+    split: str = "val"  # develop on val; test is run once for the report a checkpoint ships with
+    checkpoint: Path | None = None  # the checkpoint folder, for the weight hash in the report
     limit: int | None = None  # items per modality (tables 1-2), edit turns (3), dialogues (4); None = all
     seed: int = 0  # diffusion seed base (item seed = seed + record index); decoding is greedy
     max_new_tokens: int = 64
@@ -137,6 +133,16 @@ def caption_attributes(caption: str, modality: str) -> dict[str, str]:
     return found  # type: ignore[return-value]
 
 
+def by_combination(modality: str, truths: Sequence[dict[str, str]], preds: Sequence[Any]) -> dict[str, Any]:
+    """Every-attribute-right rates of the items whose attribute combination is seen in training vs held out of
+    it (`held_out_pairs`); `preds` are judged attribute dicts (None = nothing produced) or plain booleans."""
+    groups: dict[str, list[bool]] = {"seen": [], "held_out": []}
+    for truth, pred in zip(truths, preds):
+        ok = pred if isinstance(pred, bool) else all((pred or {}).get(k) == v for k, v in truth.items())
+        groups["held_out" if held_out_pairs(modality, truth) else "seen"].append(ok)
+    return {g: rate_of(v, attribute_chance(modality)["all"]) for g, v in groups.items()}
+
+
 def produced(reply: Any) -> list[tuple[str, np.ndarray]]:
     """(modality, array) of every item in a reply, in canonical modality order."""
     return [(m, arr) for m in MODALITIES for arr in reply.media(Modality(m))]
@@ -156,10 +162,10 @@ def _media_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def turn_kind(user: dict[str, Any]) -> str:
-    """upload | edit | question | animate | still | chat | request, from a MosIT user turn."""
-    if _media_parts(user):
-        return "upload"
+    """upload | upload_edit | edit | question | animate | still | chat | request, from a MosIT user turn."""
     text = _text(user)
+    if _media_parts(user):
+        return "upload_edit" if text in _UPLOAD_EDITS else "upload"
     for kind, phrasings in (("edit", _EDIT_PROMPTS), ("question", _QUESTIONS), ("animate", _ANIMATE),
                             ("still", _STILL), ("chat", _CHAT)):
         if text in phrasings:
@@ -171,12 +177,14 @@ def turn_kind(user: dict[str, Any]) -> str:
 class _Runner:
     """Calls `model.chat` with the evaluation's settings; counts calls and errors; drives the bar."""
 
-    def __init__(self, model: Any, cfg: EvalConfig, total: int) -> None:
+    def __init__(self, model: Any, cfg: EvalConfig, total: int,
+                 base: tuple[str, Callable[[str], str]] | None = None) -> None:
         from nextgpt.conversation import ConversationError
         from nextgpt.media import MediaError
         from nextgpt.model import ModelUnavailableError
 
         self.model, self.cfg = model, cfg
+        self.base_name, self.base = base if base else (None, None)
         self.errors: list[str] = []
         self.calls = 0
         self._expected = (ConversationError, MediaError, ModelUnavailableError)
@@ -198,12 +206,9 @@ class _Runner:
 
 
 def _records(cfg: EvalConfig, kind: str) -> tuple[list[dict[str, Any]], Path]:
-    from nextgpt.world.records import load_records
+    from nextgpt.world.records import ensure_split, load_records
 
-    root = Path(cfg.data_dir) / cfg.split
-    if not (root / f"{kind}.json").is_file():
-        raise FileNotFoundError(f"{root / f'{kind}.json'} missing: make the world first "
-                                "(python -m nextgpt.world.records --out DIR)")
+    root = ensure_split(cfg.data_dir, cfg.split)
     return load_records(cfg.data_dir, cfg.split, kind), root
 
 
@@ -256,7 +261,8 @@ def run_captioning(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
         rows[m] = {"n": len(truths), "examples": examples[:3]}
         if truths:
             groups[m] = (refs, hyps)
-            accuracy[m] = attribute_accuracy(truths, preds)
+            accuracy[m] = attribute_accuracy(truths, preds, attribute_chance(m))
+            rows[m]["combinations"] = by_combination(m, truths, preds)
     scores = caption_scores(groups, use_meteor=run.cfg.use_meteor) if groups else {}
     for m in groups:
         rows[m].update(scores[m], attributes=accuracy[m])
@@ -271,7 +277,7 @@ def plan_generation(model: Any, cfg: EvalConfig) -> dict[str, Any]:
         reason = write_reason(model, m)
         items = _cap([(i, r) for i, r in enumerate(records) if r.get(f"output_{m}")], cfg.limit)
         rows[m] = {"items": [] if reason else items, "skipped": reason}
-    rows["text"] = {"items": list(enumerate(_cap(list(TEXT_ONLY_REQUESTS), cfg.limit))), "skipped": None}
+    rows["text"] = {"items": list(enumerate(_cap(list(GENERAL_QUESTIONS), cfg.limit))), "skipped": None}
     return {"root": root, "rows": rows}
 
 
@@ -288,11 +294,12 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
         if row["skipped"]:
             rows[asked] = {"n": 0, "skipped": row["skipped"]}
             continue
-        right, truths, preds, answers = 0, [], [], []
+        rights, truths, preds, answers, keyed, base_keyed = [], [], [], [], [], []
         store = media.setdefault(asked, {"generated": [], "captions": [], "real": [], "real_captions": []})
         for index, item in row["items"]:
             if asked == "text":
-                messages, caption, seed = [{"role": "user", "content": item}], None, 100_000 + index
+                question, keywords = item
+                messages, caption, seed = [{"role": "user", "content": question}], None, 100_000 + index
             else:
                 messages = record_to_messages(item, plan["root"])[:1]
                 caption, seed = item[f"{asked}_captions"], index
@@ -301,11 +308,20 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             kinds = [m for m, _ in out]
             for column in set(kinds) or {"none"}:
                 confusion[asked][column] += 1
-            right += sorted(kinds) == ([] if asked == "text" else [asked])
+            rights.append(sorted(kinds) == ([] if asked == "text" else [asked]))
             record = {"table": "generation", "asked": asked, "record": index, "prompt": _text(messages[0]),
                       "reply": reply.text, "produced": kinds}
             if asked == "text":  # shown in the report: does general chat survive the tuning?
-                answers.append({"prompt": item, "reply": reply.text, "produced": kinds})
+                ours = keyword_right(reply.text, keywords) and not kinds if keywords else None
+                base = run.base(question) if run.base else None
+                theirs = keyword_right(base, keywords) if base is not None else None
+                answers.append({"prompt": question, "reply": reply.text, "produced": kinds, "keywords": list(keywords),
+                                "right": ours, "base_reply": base, "base_right": theirs})
+                record.update(keywords=list(keywords), right=ours, base_reply=base, base_right=theirs)
+                if keywords:
+                    keyed.append(bool(ours))
+                    if theirs is not None:
+                        base_keyed.append(theirs)
             if caption is not None:
                 truth = caption_attributes(caption, asked)
                 mine = reply.media(Modality(asked))
@@ -321,22 +337,57 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
                         samples.append({"modality": asked, "caption": caption, "array": mine[0], "judged": pred})
                 record.update(caption=caption, judged=pred)
             items_out.append(record)
-        n = len(row["items"])
-        rows[asked] = {"n": n, "switch_accuracy": right / n if n else None, **({"answers": answers} if answers else {})}
+        rows[asked] = {"n": len(rights), "switch_accuracy": rate_of(rights, SWITCH_CHANCE),
+                       **({"answers": answers} if answers else {})}
+        if asked == "text":
+            rows[asked]["keyword_right"] = rate_of(keyed)
+            rows[asked]["base_keyword_right"] = rate_of(base_keyed) if run.base else None
+            rows[asked]["base"] = run.base_name
         if truths:
-            rows[asked]["attributes"] = attribute_accuracy(truths, preds)
-            rows[asked]["produced_fraction"] = sum(p is not None for p in preds) / len(preds)
-    embedding = _embedding_metrics(model, media)
+            rows[asked]["attributes"] = attribute_accuracy(truths, preds, attribute_chance(asked))
+            rows[asked]["combinations"] = by_combination(asked, truths, preds)
+            rows[asked]["produced_fraction"] = rate_of([p is not None for p in preds])
+    embedding = _embedding_metrics(model, media, run.cfg.seed)
     for m, values in embedding.items():
         rows[m].update(values)
-    switch = [rows[r]["switch_accuracy"] for r in ASKED_ROWS if rows.get(r, {}).get("switch_accuracy") is not None]
+    switch = [rows[r]["switch_accuracy"]["rate"] for r in ASKED_ROWS if rows.get(r, {}).get("switch_accuracy")]
     return {"rows": rows, "confusion": {r: confusion[r] for r in ASKED_ROWS if rows[r].get("n")},
             "switch_accuracy_mean": float(np.mean(switch)) if switch else None, "_samples": samples,
             "attribute_accuracy": "over all requests of the row: a missing item counts as wrong"}
 
 
-def _embedding_metrics(model: Any, media: dict[str, dict[str, list]]) -> dict[str, dict[str, Any]]:
-    """FID / CLIPSIM analogues per modality in the nano encoder's space."""
+def render_again(modality: str, captions: Sequence[str], seed: int) -> list[np.ndarray]:
+    """An independent render of each world caption (new sizes, positions, pitches, paths), through the same file
+    format as the split's media, so that a statistic between these and the real media is its floor."""
+    import tempfile
+
+    from nextgpt.world.records import read_media, write_media
+    from nextgpt.world.vocab import sample_spec
+
+    rng = np.random.default_rng([seed, 7, MODALITIES.index(modality)])
+    specs = []
+    for caption in captions:
+        spec = sample_spec(modality, rng)
+        for attribute, word in caption_attributes(caption, modality).items():
+            if getattr(spec, attribute) != word:
+                spec = spec.edited(attribute, word)
+        specs.append(spec)
+    suffix = {"image": ".png", "audio": ".wav", "video": ".mp4"}[modality]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [Path(tmp) / f"{i:06d}{suffix}" for i in range(len(specs))]
+        if modality == "video":
+            from nextgpt.world.records import encode_videos
+
+            encode_videos([s.render() for s in specs], paths)
+        else:
+            for spec, path in zip(specs, paths):
+                write_media(spec, path)
+        return [read_media(path) for path in paths]
+
+
+def _embedding_metrics(model: Any, media: dict[str, dict[str, list]], seed: int) -> dict[str, dict[str, Any]]:
+    """FID / CLIPSIM analogues per modality in the nano encoder's space, with the FID analogue's floor: the same
+    distance between the real media and an independent render of the same captions, at the same n."""
     out: dict[str, dict[str, Any]] = {}
     for m, store in media.items():
         if m == "text" or not store["real"]:
@@ -354,9 +405,10 @@ def _embedding_metrics(model: Any, media: dict[str, dict[str, list]]) -> dict[st
             values["clipsim"] = None
         if len(gen) >= 2 and len(real) >= 2:
             values["frechet"] = frechet_distance(gen_emb, real)
-            half = len(real) // 2
-            # the same distance between two halves of the real media: the floor at this sample size
-            values["frechet_real_halves"] = frechet_distance(real[:half], real[half:]) if half >= 2 else None
+            # the floor: real media against a second render of the captions of the produced items, same n
+            again = _embed(model, m, render_again(m, store["captions"], seed))
+            values["frechet_floor"] = frechet_distance(again, real)
+            values["frechet_n"] = {"produced": len(gen), "real": len(real)}
         else:
             values["frechet"] = None
             values["frechet_reason"] = f"needs >= 2 produced items, got {len(gen)}"
@@ -386,7 +438,7 @@ def plan_editing(model: Any, cfg: EvalConfig) -> dict[str, Any]:
     dialogues, _ = _mosit(cfg)
     items, skipped, reasons = [], 0, Counter()
     edits = [(d, j, messages) for d, messages in enumerate(dialogues) for j in range(0, len(messages) - 1, 2)
-             if turn_kind(messages[j]) == "edit"]
+             if turn_kind(messages[j]) in ("edit", "upload_edit")]
     for d, j, messages in _cap(edits, cfg.limit):
         needs = _needs(model, messages[: j + 2])
         skipped += bool(needs)
@@ -398,29 +450,41 @@ def plan_editing(model: Any, cfg: EvalConfig) -> dict[str, Any]:
 
 def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
     per: dict[str, dict[str, list]] = {}
+    kinds: dict[str, list[tuple[bool, float]]] = {}
     for d, j, messages in plan["items"]:
         target = _media_parts(messages[j + 1])[0]  # the item the reference reply produced
         m, caption = target["type"], target["caption"]
-        before = [p for msg in messages[:j] for p in _media_parts(msg)][-1]  # the item being edited
+        before = [p for msg in messages[:j + 1] for p in _media_parts(msg)][-1]  # the item being edited
         new, old = caption_attributes(caption, m), caption_attributes(before["caption"], before["type"])
         edited = [k for k in new if old.get(k) != new[k]]
         reply = run.chat(messages[: j + 1], seed=1000 * d + j)
         mine = reply.media(Modality(m))
         pred = judge(m, mine[0], reply.audio_sample_rate) if mine else {}
-        row = per.setdefault(m, {"all": [], "edited": [], "kept": [], "produced": []})
+        row = per.setdefault(m, {"all": [], "edited": [], "kept": [], "produced": [], "targets": [], "chance": []})
+        kept = [k for k in new if k not in edited]
+        words = ATTRIBUTES[m]
         row["produced"].append(bool(mine))
         row["all"].append(bool(mine) and all(pred.get(k) == v for k, v in new.items()))
         row["edited"].append(bool(mine) and all(pred.get(k) == new[k] for k in edited))
-        kept = [k for k in new if k not in edited]
         row["kept"].append(bool(mine) and all(pred.get(k) == new[k] for k in kept))
-        items_out.append({"table": "editing", "dialogue": d, "turn": j // 2, "request": _text(messages[j]),
+        row["targets"].append(new)
+        kinds.setdefault(turn_kind(messages[j]), []).append((row["all"][-1], attribute_chance(m)["all"]))
+        row["chance"].append({"edited": float(np.prod([1 / len(words[k]) for k in edited])),
+                              "kept": float(np.prod([1 / len(words[k]) for k in kept]))})
+        items_out.append({"table": "editing", "dialogue": d, "turn": j // 2, "kind": turn_kind(messages[j]),
+                          "request": _text(messages[j]),
                           "previous": before["caption"], "target": caption, "edited": edited, "reply": reply.text,
                           "produced": [k for k, _ in produced(reply)], "judged": pred or None})
-    rows = {m: {"n": len(v["all"]), **{k: float(np.mean(x)) for k, x in v.items()}} for m, v in per.items()}
+    rows = {m: {"n": len(v["all"]), "produced": rate_of(v["produced"]),
+                "all": rate_of(v["all"], attribute_chance(m)["all"]),
+                "edited": rate_of(v["edited"], [c["edited"] for c in v["chance"]]),
+                "kept": rate_of(v["kept"], [c["kept"] for c in v["chance"]]),
+                "combinations": by_combination(m, v["targets"], v["all"])} for m, v in per.items()}
     every = [x for v in per.values() for x in v["all"]]
+    chances = [attribute_chance(m)["all"] for m, v in per.items() for _ in v["all"]]
     return {"history": "reference (the recorded earlier turns and media)", "rows": rows,
-            "accuracy": float(np.mean(every)) if every else None, "n": len(every),
-            "skipped": plan["skipped"]}
+            "accuracy": rate_of(every, chances), "n": len(every), "skipped": plan["skipped"],
+            "by_kind": {k: rate_of([ok for ok, _ in v], [c for _, c in v]) for k, v in sorted(kinds.items())}}
 
 
 # ---- 4. multi-turn dialogues -------------------------------------------------------------------------
@@ -434,6 +498,19 @@ def plan_dialogues(model: Any, cfg: EvalConfig) -> dict[str, Any]:
         if not needs:
             items.append((d, messages))
     return {"items": items, "skipped": {"count": skipped, "of": len(items) + skipped, "reasons": dict(reasons)}}
+
+
+def turn_chance(reference: dict[str, Any], last_modality: str | None) -> float:
+    """How often a blind guess of every judged word would pass a turn (the modality taken as right): media turns,
+    every attribute of every expected item; text turns, the reference answer's attribute words (1.0 when it
+    names none: then any text reply without media passes)."""
+    expected = _media_parts(reference)
+    if expected:
+        return float(np.prod([attribute_chance(p["type"])["all"] for p in expected]))
+    if last_modality is None:
+        return 1.0
+    want = [k for k, v in parse_caption(_text(reference), last_modality).items() if v]
+    return float(np.prod([1 / len(ATTRIBUTES[last_modality][k]) for k in want]))
 
 
 def judge_turn(reference: dict[str, Any], reply: Any, last_modality: str | None) -> tuple[bool, dict[str, Any]]:
@@ -459,21 +536,23 @@ def judge_turn(reference: dict[str, Any], reply: Any, last_modality: str | None)
 
 
 def run_dialogues(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
-    successes, by_kind, by_index = [], {}, {}
+    successes, by_kind, by_index, dialogue_chance = [], {}, {}, []
     for d, messages in plan["items"]:
         history: list[dict[str, Any]] = []
         last: str | None = None
-        oks = []
+        oks, chances = [], []
         for j in range(0, len(messages) - 1, 2):
             user, reference = messages[j], messages[j + 1]
             history.append(user)
             last = ([p["type"] for p in _media_parts(user)] or [last])[-1]
             reply = run.chat(history, seed=1000 * d + j)
             ok, detail = judge_turn(reference, reply, last)
+            chance = turn_chance(reference, last)
             oks.append(ok)
+            chances.append(chance)
             kind = turn_kind(user)
-            by_kind.setdefault(kind, []).append(ok)
-            by_index.setdefault(j // 2 + 1, []).append(ok)
+            by_kind.setdefault(kind, []).append((ok, chance))
+            by_index.setdefault(j // 2 + 1, []).append((ok, chance))
             # the model's own reply (text and media) is what the next turn sees
             history.append({"role": "assistant", "content": [{"type": "text", "text": reply.text}]
                             + [{"type": m, "array": arr} for m, arr in produced(reply)]})
@@ -482,14 +561,19 @@ def run_dialogues(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, 
                               "request": _text(user), "reference": _text(reference), "reply": reply.text,
                               "right": ok, **{k: v for k, v in detail.items() if k != "judged"}})
         successes.append(all(oks))
+        dialogue_chance.append(float(np.prod(chances)))
     turns = [x for v in by_kind.values() for x in v]
+
+    def pooled(pairs: list[tuple[bool, float]]) -> dict[str, Any]:
+        return rate_of([ok for ok, _ in pairs], [c for _, c in pairs])
+
     return {
         "history": "the model's own earlier replies (text and produced media)",
         "n": len(successes),
-        "success_rate": float(np.mean(successes)) if successes else None,
-        "turn_accuracy": float(np.mean(turns)) if turns else None,
-        "by_kind": {k: {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(by_kind.items())},
-        "by_turn": {str(k): {"n": len(v), "accuracy": float(np.mean(v))} for k, v in sorted(by_index.items())},
+        "success_rate": rate_of(successes, dialogue_chance),
+        "turn_accuracy": pooled(turns),
+        "by_kind": {k: pooled(v) for k, v in sorted(by_kind.items())},
+        "by_turn": {str(k): pooled(v) for k, v in sorted(by_index.items())},
         "skipped": plan["skipped"],
     }
 
@@ -508,16 +592,39 @@ class EvalReport:
         return {"meta": self.meta, **self.tables}
 
 
-def evaluate(model: Any, cfg: EvalConfig) -> EvalReport:
-    """Run the four tables on `cfg.split` of the world; see the module docstring."""
-    # 1. plan every table first (and so the progress bar's length and what must be skipped)
+def base_llm(model: Any, max_new_tokens: int) -> tuple[str, Callable[[str], str]] | None:
+    """(name, answer(question)) of the preset's base LLM on its own chat template, greedy; None when the
+    preset's LLM is not the bundled one (the 7B preset's Vicuna is not loaded twice)."""
+    from nextgpt.llm import _load_gguf
+
+    if model.cfg.llm.source != "gguf":
+        return None
+    llm, tok = _load_gguf(model.cfg.llm, torch.float32)
+
+    def answer(question: str) -> str:
+        ids = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                      return_tensors="pt", return_dict=True)["input_ids"]  # (1, T)
+        with torch.no_grad():
+            out = llm.generate(ids, max_new_tokens=max_new_tokens, do_sample=False)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    return f"{model.cfg.llm.gguf_file} without the tuning (its own chat template, greedy)", answer
+
+
+def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]] | None = None) -> EvalReport:
+    """Run the tables on `cfg.split` of the world; see the module docstring. `base`: (name, answer(question))
+    of the base LLM, which answers the general questions in the same run for comparison."""
+    from nextgpt.eval.provenance import display_path, git_commit, weight_hash
+
+    # 1. what is measured (the code as it is when the run starts), then plan every table first
+    commit, weights = git_commit(), weight_hash(cfg.checkpoint) if cfg.checkpoint else None
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     plans = {"captioning": plan_captioning(model, cfg), "generation": plan_generation(model, cfg),
              "editing": plan_editing(model, cfg), "dialogue": plan_dialogues(model, cfg)}
     total = (sum(len(r["items"]) for p in ("captioning", "generation") for r in plans[p]["rows"].values())
              + len(plans["editing"]["items"]) + sum(len(m) // 2 for _, m in plans["dialogue"]["items"]))
-    run = _Runner(model, cfg, total)
+    run = _Runner(model, cfg, total, base)
     items: list[dict[str, Any]] = []
     # 2. run them through model.chat
     try:
@@ -528,8 +635,16 @@ def evaluate(model: Any, cfg: EvalConfig) -> EvalReport:
     finally:
         run.bar.close()
     samples = tables["generation"].pop("_samples")
+    world = json.loads((Path(cfg.data_dir) / cfg.split / "meta.json").read_text())
+    trained_on = Path(cfg.checkpoint) / "training_world.json" if cfg.checkpoint else None
     meta = {
         "preset": model.cfg.name,
+        "split": cfg.split,
+        "world": {k: world.get(k) for k in ("seed", "split_seed", "n", "version", "phrasings", "held_out_pairs")},
+        "checkpoint_world": json.loads(trained_on.read_text()) if trained_on and trained_on.is_file() else None,
+        "checkpoint": display_path(cfg.checkpoint) if cfg.checkpoint else None,
+        "weight_hash": weights,
+        "git_commit": commit,
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "capabilities": capabilities(model),
         "decoding": "greedy (temperature 0); diffusion seeded with seed + record index",
@@ -561,8 +676,6 @@ def _skipped(tables: dict[str, Any]) -> list[str]:
 
 
 def iter_lines(items: Iterable[dict[str, Any]]) -> Iterable[str]:
-    import json
-
     for item in items:
         yield json.dumps(item, default=_jsonable) + "\n"
 

@@ -4,7 +4,12 @@
         -> {"image": {"BLEU-4": ..., "METEOR": ..., "CIDEr": ..., "unavailable": {}}}
     frechet_distance(generated, real)     # (N, D), (M, D) embeddings -> FID-style distance
     mean_cosine(media_embs, text_embs)    # (N, D), (N, D) -> mean row-wise cosine (CLIPSIM-style)
-    attribute_accuracy(truths, preds)     # per attribute and "all"
+    attribute_accuracy(truths, preds, attribute_chance("image"))   # per attribute and "all", each a rate
+    rate(17, 20, chance=0.25)             # {"rate": 0.85, "k": 17, "n": 20, "ci95": [0.64, 0.95], "chance": 0.25}
+
+Every rate in a report is such a dict: the count behind it, its 95 % Wilson score interval (scipy's
+`binomtest(...).proportion_ci(method="wilson")`) and the rate a blind guess would reach (None where no
+guess is defined).
 
 BLEU-4, METEOR and CIDEr are pycocoevalcap's (the COCO caption evaluation code): BLEU and CIDEr are pure
 Python; METEOR runs its bundled Java jar, so it may be unavailable (no Java, a broken jar, a timeout), in
@@ -172,22 +177,51 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a * b).sum(1) / (na * nb)).mean())
 
 
-def attribute_accuracy(truths: Sequence[Mapping[str, str]], preds: Sequence[Mapping[str, str | None] | None]) -> dict[str, float]:
-    """Per attribute, the fraction of items whose predicted word equals the true one, plus "all" (every
+def wilson_interval(k: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of k successes in n trials (n >= 1)."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def rate(k: int, n: int, chance: float | None = None) -> dict[str, Any]:
+    """A success rate with its count, 95 % Wilson interval and chance level; rate and interval None at n = 0."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    ci = list(wilson_interval(k, n)) if n else None
+    return {"rate": k / n if n else None, "k": int(k), "n": int(n), "ci95": ci,
+            "chance": None if chance is None else float(chance)}
+
+
+def rate_of(flags: Sequence[bool], chance: float | Sequence[float] | None = None) -> dict[str, Any]:
+    """`rate` of a list of outcomes; `chance` may be one level or one per outcome (then their mean)."""
+    if chance is not None and not isinstance(chance, (int, float)):
+        chance = float(np.mean(chance)) if len(chance) else None
+    return rate(sum(bool(f) for f in flags), len(flags), chance)
+
+
+def attribute_chance(modality: str) -> dict[str, float]:
+    """A uniform guess of each attribute's word: 1 / number of words; "all": the product."""
+    from nextgpt.world.vocab import ATTRIBUTES
+
+    out = {name: 1.0 / len(words) for name, words in ATTRIBUTES[modality].items()}
+    out["all"] = float(np.prod(list(out.values())))
+    return out
+
+
+def attribute_accuracy(truths: Sequence[Mapping[str, str]], preds: Sequence[Mapping[str, str | None] | None],
+                       chance: Mapping[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Per attribute, the `rate` of items whose predicted word equals the true one, plus "all" (every
     attribute right). A missing prediction (None) counts as wrong for every attribute."""
     if len(truths) != len(preds):
         raise ValueError("truths and preds must have the same length")
     if not truths:
         return {}
+    chance = chance or {}
     names = list(dict.fromkeys(k for t in truths for k in t))
-    hits = {name: 0 for name in names}
-    whole = 0
-    for truth, pred in zip(truths, preds):
-        pred = pred or {}
-        right = {name: pred.get(name) == value for name, value in truth.items()}
-        for name, ok in right.items():
-            hits[name] += ok
-        whole += all(right.values())
-    out = {name: hits[name] / sum(name in t for t in truths) for name in names}
-    out["all"] = whole / len(truths)
+    right = [{name: (pred or {}).get(name) == value for name, value in truth.items()}
+             for truth, pred in zip(truths, preds)]
+    out = {name: rate_of([r[name] for r in right if name in r], chance.get(name)) for name in names}
+    out["all"] = rate_of([all(r.values()) for r in right], chance.get("all"))
     return out

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 
 from nextgpt.eval.evaluate import ASKED_ROWS, PRODUCED_COLUMNS, EvalReport, iter_lines
-from nextgpt.world.vocab import MODALITIES
+from nextgpt.world.vocab import HELD_OUT_PAIRS, MODALITIES
+
+
+_KIND_NAMES = {"edit": "edit in a later turn", "upload_edit": "upload + edit in one turn"}
+
+
+def _held_out_words() -> list[str]:
+    return [f"{a} {b}" for pairs in HELD_OUT_PAIRS.values() for a, b in pairs]
 
 
 def write_report(report: EvalReport, out: Path) -> dict[str, Any]:
@@ -45,6 +52,34 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _rate(r: dict[str, Any] | None) -> str:
+    """'85.0 (34/40; 70.9-92.9)': the rate in %, its count and 95 % Wilson interval."""
+    if not r or r.get("rate") is None:
+        return "-"
+    lo, hi = r["ci95"]
+    return f"{100 * r['rate']:.1f} ({r['k']}/{r['n']}; {100 * lo:.1f}-{100 * hi:.1f})"
+
+
+def _chance(r: dict[str, Any] | None) -> str:
+    if not r or r.get("chance") is None:
+        return "-"
+    return "<0.1" if 0 < r["chance"] < 0.0005 else f"{100 * r['chance']:.1f}"
+
+
+def _attrs(attributes: dict[str, dict[str, Any]]) -> str:
+    """Per-attribute rates (not "all") as 'colour 90.0, shape 85.0'."""
+    return ", ".join(f"{k} {_pct(v['rate'])}" for k, v in attributes.items() if k != "all") or "-"
+
+
+def _combination_rows(name: str, rows: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for m, r in rows.items():
+        c = r.get("combinations")
+        if c and c["held_out"]["n"]:
+            out.append([name, m, _rate(c["seen"]), _rate(c["held_out"]), _chance(c["held_out"])])
+    return out
+
+
 def _num(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -66,6 +101,11 @@ def markdown(report: EvalReport) -> str:
     lines = [
         f"# NExT-GPT evaluation: preset `{meta['preset']}`, world split `{cfg['split']}`",
         "",
+        f"Split **{meta.get('split', cfg['split'])}** of the world (seed {meta.get('world', {}).get('seed')}); "
+        f"checkpoint `{meta.get('checkpoint')}`, weights `{meta.get('weight_hash')}`; code at git commit "
+        f"`{meta.get('git_commit')}`. User turns: {(meta.get('world') or {}).get('phrasings') or 'train'} "
+        "phrasings.",
+        "",
         f"Limit {cfg['limit'] or 'none'} (items per modality / edit turns / dialogues), seed {cfg['seed']}, "
         f"{meta['decoding']}; {meta['chat_calls']} chat calls in {meta['elapsed_s']} s "
         f"(torch threads: {meta['torch_threads']}). Everything goes through `NextGPT.chat`.",
@@ -78,53 +118,75 @@ def markdown(report: EvalReport) -> str:
     if meta["errors"]:
         lines += ["**Turns that failed (judged wrong):**", "", *(f"- {e}" for e in meta["errors"]), ""]
 
+    lines += ["Rates are in % as *rate (right/n; 95 % Wilson interval)*; *chance* is what a blind guess of every "
+              "judged word would score.", ""]
     # 1. captioning
     lines += ["## 1. X -> text captioning (comprehension.json)", "",
-              "BLEU-4, METEOR and CIDEr(-D) x100 as in the COCO tables (pycocoevalcap); references: "
-              + t["captioning"]["references"] + ". Attribute accuracy (%) of the words in the reply "
-              "(`parse_caption`); *all* = every attribute right.", ""]
+              "*All attributes*: every attribute word in the reply is right (`parse_caption`). BLEU-4, METEOR and "
+              "CIDEr(-D) x100 (pycocoevalcap); their references are " + t["captioning"]["references"]
+              + ", so they are not comparable with the paper's COCO figures.", ""]
     rows = []
     for m in MODALITIES:
         r = t["captioning"]["rows"][m]
         if r.get("skipped"):
-            rows.append([m, "0", "-", "-", "-", "skipped: " + r["skipped"]])
+            rows.append([m, "0", "skipped: " + r["skipped"], "-", "-", "-", "-", "-"])
             continue
-        acc = ", ".join(f"{k} {_pct(v)}" for k, v in r.get("attributes", {}).items()) or "-"
-        rows.append([m, str(r["n"]), _pct(r.get("BLEU-4")), _pct(r.get("METEOR")), _pct(r.get("CIDEr")), acc])
-    lines += _table(["input", "n", "BLEU-4", "METEOR", "CIDEr", "attribute accuracy"], rows) + [""]
+        a = r.get("attributes", {})
+        rows.append([m, str(r["n"]), _rate(a.get("all")), _chance(a.get("all")), _attrs(a),
+                     _pct(r.get("BLEU-4")), _pct(r.get("METEOR")), _pct(r.get("CIDEr"))])
+    lines += _table(["input", "n", "all attributes %", "chance %", "per attribute %", "BLEU-4", "METEOR", "CIDEr"],
+                    rows) + [""]
     unavailable = {v for m in MODALITIES for v in t["captioning"]["rows"][m].get("unavailable", {}).values()}
     lines += [f"METEOR unavailable: {u}" for u in unavailable] + ([""] if unavailable else [])
 
     # 2. generation
     g = t["generation"]
     lines += ["## 2. text -> X generation (t2m.json + text-only questions)", "",
-              "Switch: the reply produced exactly the asked-for modality (none for text-only questions). "
-              "Attribute accuracy (%) of the produced item by the rule-based judges, " + g["attribute_accuracy"] + ". "
-              "FID analogue: Frechet distance between produced and real test media embeddings (nano encoder); "
-              "the real-halves value is the same distance between two halves of the real media (the floor at "
-              "this n). CLIPSIM analogue: mean cosine(encoder(media), encoder_text(caption)), produced vs real.", ""]
+              "*Switch*: the reply produced exactly the asked-for modality (none for text-only questions; chance: "
+              "one of image, audio, video, none). *All attributes*: the produced item has every attribute of the "
+              "request, read by the rule-based judges, " + g["attribute_accuracy"] + ".", ""]
     rows = []
     for asked in ASKED_ROWS:
         r = g["rows"][asked]
         if r.get("skipped"):
-            rows.append([asked, "0", "-", "-", "-", "-", "skipped: " + r["skipped"]])
+            rows.append([asked, "0", "skipped: " + r["skipped"], "-", "-", "-", "-"])
             continue
-        acc = ", ".join(f"{k} {_pct(v)}" for k, v in r.get("attributes", {}).items()) or "-"
-        fid = _num(r.get("frechet"), 2) + (f" (real halves {_num(r.get('frechet_real_halves'), 2)})"
-                                           if r.get("frechet_real_halves") is not None else "")
-        clip = (f"{_num(r.get('clipsim'))} (real {_num(r.get('clipsim_real'))})" if "clipsim_real" in r else "-")
+        a = r.get("attributes", {})
+        rows.append([asked, str(r["n"]), _rate(r["switch_accuracy"]), _rate(a.get("all")) if a else "-",
+                     _chance(a.get("all")) if a else "-", _attrs(a) if a else "-"])
+    lines += _table(["asked", "n", "switch %", "all attributes %", "chance %", "per attribute %"], rows)
+    lines += ["", "FID analogue: Frechet distance between produced and real media embeddings, computed in the nano "
+              "encoder's space (not Inception's, so not comparable with published FIDs); *floor*: the same "
+              "distance between the real media and an independent render of the produced items' captions (new "
+              "sizes, places, pitches, paths), at the same n: what a perfect generator would score. CLIPSIM "
+              "analogue: mean cosine(encoder(media), encoder_text(caption)) in the same space, produced vs real.", ""]
+    rows = []
+    for asked in MODALITIES:
+        r = g["rows"][asked]
+        if r.get("skipped") or "clipsim_real" not in r and "embedding_skipped" not in r:
+            continue
         note = r.get("frechet_reason") or r.get("embedding_skipped") or ""
-        rows.append([asked, str(r["n"]), _pct(r["switch_accuracy"]), acc, fid, clip, note])
-    lines += _table(["asked", "n", "switch %", "attribute accuracy", "FID analogue", "CLIPSIM analogue", "note"], rows)
+        rows.append([asked, _num(r.get("frechet"), 2), _num(r.get("frechet_floor"), 2), _num(r.get("clipsim")),
+                     _num(r.get("clipsim_real")), note])
+    if rows:
+        lines += _table(["asked", "FID analogue", "floor", "CLIPSIM analogue", "real media", "note"], rows)
     lines += ["", f"Mean switching accuracy over measured rows: {_pct(g['switch_accuracy_mean'])} %", "",
               "Modality-switching confusion (rows: asked for; columns: produced; a reply with two items counts twice):", ""]
     lines += _table(["asked \\ produced", *PRODUCED_COLUMNS],
                     [[a, *(str(g["confusion"][a][c]) for c in PRODUCED_COLUMNS)] for a in g["confusion"]]) + [""]
-    answers = g["rows"].get("text", {}).get("answers", [])
+    text = g["rows"].get("text", {})
+    answers = text.get("answers", [])
     if answers:
-        lines += ["Answers to the text-only questions (general chat after the tuning; first 200 characters):", ""]
-        lines += _table(["question", "produced", "reply"],
-                        [[a["prompt"], ", ".join(a["produced"]) or "none", _cell(a["reply"], 200)] for a in answers])
+        mark = {True: "yes", False: "**no**", None: "-"}
+        lines += ["General questions (none of them a training question, no keyword in a training answer): the reply "
+                  "is right when it produces no media and names a keyword. "
+                  f"This model: **{_rate(text.get('keyword_right'))}**; "
+                  + (f"{text['base']}: **{_rate(text.get('base_keyword_right'))}**." if text.get("base") else
+                     "the base LLM was not run for comparison.") + " Replies cut at 160 characters:", ""]
+        lines += _table(["question", "keywords", "produced", "right", "reply", "base right", "base reply"],
+                        [[a["prompt"], ", ".join(a.get("keywords", [])) or "-", ", ".join(a["produced"]) or "none",
+                          mark[a.get("right")], _cell(a["reply"], 160), mark[a.get("base_right")],
+                          _cell(a.get("base_reply") or "-", 160)] for a in answers])
         lines += [""]
 
     # 3. editing
@@ -133,10 +195,12 @@ def markdown(report: EvalReport) -> str:
               f"History: {e['history']}. *all*: the produced item has every attribute of the new caption; "
               "*edited*: the changed attribute is right; *kept*: the other attributes are right.", ""]
     if e["n"]:
-        lines += _table(["modality", "n", "produced %", "all %", "edited %", "kept %"],
-                        [[m, str(r["n"]), _pct(r["produced"]), _pct(r["all"]), _pct(r["edited"]), _pct(r["kept"])]
-                         for m, r in e["rows"].items()])
-        lines += ["", f"Editing accuracy over all edit turns: {_pct(e['accuracy'])} % (n = {e['n']})", ""]
+        rows = [[m, str(r["n"]), _rate(r["all"]), _chance(r["all"]), _rate(r["edited"]), _rate(r["kept"]),
+                 _pct(r["produced"]["rate"])] for m, r in e["rows"].items()]
+        rows.append(["**every edit**", str(e["n"]), _rate(e["accuracy"]), _chance(e["accuracy"]), "", "", ""])
+        rows += [[f"{_KIND_NAMES.get(k, k)}", str(r["n"]), _rate(r), _chance(r), "", "", ""]
+                 for k, r in e.get("by_kind", {}).items()]
+        lines += _table(["modality", "n", "all %", "chance %", "edited %", "kept %", "produced %"], rows) + [""]
     else:
         lines += ["Not measured (see above).", ""]
 
@@ -146,14 +210,30 @@ def markdown(report: EvalReport) -> str:
               f"History: {d['history']}. A dialogue succeeds when every turn is right (media turns: the expected "
               "items, judged right; text turns: no media and the reference answer's attribute words).", ""]
     if d["n"]:
-        lines += [f"Success rate: **{_pct(d['success_rate'])} %** of {d['n']} dialogues; turn accuracy "
-                  f"{_pct(d['turn_accuracy'])} %.", ""]
-        lines += _table(["turn kind", "n", "accuracy %"],
-                        [[k, str(v["n"]), _pct(v["accuracy"])] for k, v in d["by_kind"].items()]) + [""]
-        lines += _table(["turn #", "n", "accuracy %"],
-                        [[k, str(v["n"]), _pct(v["accuracy"])] for k, v in d["by_turn"].items()]) + [""]
+        lines += _table(["", "n", "right %", "chance %"],
+                        [["**dialogues, every turn right**", str(d["n"]), _rate(d["success_rate"]),
+                          _chance(d["success_rate"])],
+                         ["turns", str(d["turn_accuracy"]["n"]), _rate(d["turn_accuracy"]), _chance(d["turn_accuracy"])],
+                         *[[f"turns: {k}", str(v["n"]), _rate(v), _chance(v)] for k, v in d["by_kind"].items()],
+                         *[[f"turn #{k}", str(v["n"]), _rate(v), _chance(v)] for k, v in d["by_turn"].items()]])
+        lines += [""]
     else:
         lines += ["Not measured (see above).", ""]
+
+    # 5. held-out combinations
+    combos = (_combination_rows("captioning", t["captioning"]["rows"])
+              + _combination_rows("generation", {m: r for m, r in g["rows"].items() if m != "text"})
+              + _combination_rows("editing", e["rows"]))
+    lines += ["## 5. Attribute combinations held out of training", "",
+              "Every attribute right, for items whose attribute combination is in the train split vs those with a "
+              f"combination held out of it ({', '.join(_held_out_words())}).", ""]
+    trained = meta.get("checkpoint_world") or {}
+    if trained.get("world_version") is not None and trained["world_version"] < (meta.get("world") or {}).get("version", 0):
+        lines += [f"**This checkpoint was trained on world version {trained['world_version']}, whose train split "
+                  "had every combination: for it these rows measure unseen phrasings and media, not unseen "
+                  "combinations.**", ""]
+    lines += (_table(["table", "modality", "seen combinations %", "held-out combinations %", "chance %"], combos)
+              if combos else ["No held-out combination in this split."]) + [""]
     if meta.get("plots"):
         lines += ["## Plots", "", *(f"![{p}]({p})" for p in meta["plots"]), ""]
     return "\n".join(lines)
@@ -187,7 +267,8 @@ def plot_captioning(report: EvalReport, path: Path) -> Path | None:
     _bars(ax1, list(rows), {k: [rows[m][k] for m in rows] for k in ("BLEU-4", "METEOR", "CIDEr")}, "score (raw)")
     ax1.set_title("X -> text: caption scores")
     names = [(m, a) for m in rows for a in rows[m]["attributes"]]
-    _bars(ax2, [f"{m}:{a}" for m, a in names], {"accuracy": [rows[m]["attributes"][a] for m, a in names]}, "accuracy", 1.0)
+    _bars(ax2, [f"{m}:{a}" for m, a in names], {"accuracy": [rows[m]["attributes"][a]["rate"] for m, a in names]},
+          "accuracy", 1.0)
     ax2.set_title("X -> text: attribute accuracy")
     fig.savefig(path)
     return path
@@ -198,12 +279,12 @@ def plot_generation(report: EvalReport, path: Path) -> Path | None:
     if not rows:
         return None
     fig, (ax1, ax2) = _figure(10, 3.5, 2)
-    _bars(ax1, list(rows), {"switch accuracy": [rows[m]["switch_accuracy"] for m in rows]}, "fraction", 1.0)
+    _bars(ax1, list(rows), {"switch accuracy": [rows[m]["switch_accuracy"]["rate"] for m in rows]}, "fraction", 1.0)
     ax1.set_title("text -> X: right modality produced")
     names = [(m, a) for m in rows for a in rows[m].get("attributes", {})]
     if names:
-        _bars(ax2, [f"{m}:{a}" for m, a in names], {"accuracy": [rows[m]["attributes"][a] for m, a in names]},
-              "accuracy", 1.0)
+        _bars(ax2, [f"{m}:{a}" for m, a in names],
+              {"accuracy": [rows[m]["attributes"][a]["rate"] for m, a in names]}, "accuracy", 1.0)
     ax2.set_title("text -> X: judged attribute accuracy")
     fig.savefig(path)
     return path
@@ -237,7 +318,7 @@ def plot_embeddings(report: EvalReport, path: Path) -> Path | None:
         return None
     fig, (ax1, ax2) = _figure(9, 3.2, 2)
     _bars(ax1, list(rows), {"produced vs real": [rows[m].get("frechet") for m in rows],
-                            "real halves": [rows[m].get("frechet_real_halves") for m in rows]}, "Frechet distance")
+                            "floor (independent render)": [rows[m].get("frechet_floor") for m in rows]}, "Frechet distance")
     ax1.set_title("FID analogue (nano encoder)")
     _bars(ax2, list(rows), {"produced": [rows[m].get("clipsim") for m in rows],
                             "real": [rows[m]["clipsim_real"] for m in rows]}, "mean cosine")
@@ -253,12 +334,12 @@ def plot_dialogue(report: EvalReport, path: Path) -> Path | None:
     fig, (ax1, ax2) = _figure(10, 3.5, 2)
     if e["n"]:
         mods = list(e["rows"])
-        _bars(ax1, mods, {k: [e["rows"][m][k] for m in mods] for k in ("all", "edited", "kept")}, "accuracy", 1.0)
+        _bars(ax1, mods, {k: [e["rows"][m][k]["rate"] for m in mods] for k in ("all", "edited", "kept")}, "accuracy", 1.0)
     ax1.set_title("text + X -> X editing (reference history)")
     if d["n"]:
         kinds = list(d["by_kind"])
-        _bars(ax2, [*kinds, "DIALOGUE"], {"accuracy": [d["by_kind"][k]["accuracy"] for k in kinds] + [d["success_rate"]]},
-              "fraction", 1.0)
+        _bars(ax2, [*kinds, "DIALOGUE"],
+              {"accuracy": [d["by_kind"][k]["rate"] for k in kinds] + [d["success_rate"]["rate"]]}, "fraction", 1.0)
     ax2.set_title("multi-turn: turn accuracy by kind, dialogue success")
     fig.savefig(path)
     return path

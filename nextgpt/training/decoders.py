@@ -68,7 +68,7 @@ from nextgpt.decoder_configs import (
 from nextgpt.training.foundation import captioned_items, read_all, write_json
 from nextgpt.training.loop import data_order
 from nextgpt.world import JUDGES, parse_caption
-from nextgpt.world.records import load_records
+from nextgpt.world.records import ensure_split, load_records
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class DecoderTrainArgs:
     threads: int = 1
     limit: int | None = None  # use at most this many training items per modality
     smoke: bool = False  # tiny components, a few steps, a few items (what the tests run)
-    eval_split: str = "test"
+    eval_split: str = "val"  # develop on val; test once, for the figures a checkpoint ships with
     from_checkpoint: bool = False  # start the part from the checkpoint's component instead of a fresh one
     settings: tuple[str, ...] = ()  # "field=value" overrides of the part's PartSettings, e.g. "snr_gamma=0"
 
@@ -669,11 +669,12 @@ def eval_captions(data: Path, split: str, modality: Modality, n: int) -> list[st
     return seen
 
 
-def evaluate(cfg: NextGPTConfig, out: Path, data: Path, modality: Modality, *, split: str = "test",
+def evaluate(cfg: NextGPTConfig, out: Path, data: Path, modality: Modality, *, split: str = "val",
              plan: tuple[int, int] | None = None, num_inference_steps: int | None = None,
              seed_base: int = 1000) -> dict[str, Any]:
     """Generate (one item per call, the spec's default steps and guidance) and judge against the caption."""
     n_captions, n_seeds = plan or EVAL_PLAN[modality]
+    ensure_split(data, split)  # a missing split is written first (deterministic, seconds)
     captions = eval_captions(data, split, modality, n_captions)
     decoders = Decoders.from_folder(cfg, out)
     decoders.pipeline(modality)  # load before timing

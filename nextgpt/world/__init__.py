@@ -16,8 +16,8 @@ JUDGES = {"image": judge_image, "audio": judge_audio, "video": judge_video}
 
 # records.py doubles as a CLI (python -m nextgpt.world.records); importing it lazily keeps runpy from
 # warning that the module was already imported by its package.
-_RECORDS_API = ("KINDS", "SPLITS", "Turn", "decode_video", "encode_videos", "load_records", "make_split", "read_media",
-                "sample_dialogue", "write_media")
+_RECORDS_API = ("KINDS", "SPLITS", "SPLIT_SIZES", "Turn", "decode_video", "encode_videos", "ensure_split", "load_records",
+                "make_split", "read_media", "sample_dialogue", "write_media")
 
 
 def __getattr__(name: str):

@@ -3,9 +3,14 @@
 Placeholders: {caption} = an exact world caption ("a red circle"), {token} = the modality's media token
 ("<image>", "<audio>", "<video>"), {value} = one vocabulary word. In gpt turns the token marks where the
 model must emit that modality's signal tokens; in human turns it marks an uploaded item.
+
+The train and val splits phrase user turns with the first tables; the test split with the TEST_ tables only
+(`BOOKS`: split -> `Phrasebook`), so the test measures phrasings the model never saw.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from nextgpt.world.vocab import COLOURS, DIRECTIONS, SHAPES
 
@@ -102,3 +107,111 @@ CHAT: tuple[tuple[str, str], ...] = (
     ("Hello!", "Hi! I can describe or create images, sounds and videos."),
     ("What can you do?", "I can describe and create images, sounds and videos."),
 )
+
+
+# ---------------------------------------------------------------- test-only phrasings
+# The test split's user turns use only these: none of them is, lower-cased and without punctuation, a train or
+# val phrasing (tests/test_heldout.py checks), every kind has at least as many as train, and they include what
+# people type ("What's this?", "can u draw a red triangle"). Answers (gpt turns) keep the train formats.
+TEST_COMPREHENSION_PROMPTS: dict[str, tuple[str, ...]] = {
+    "image": ("What's this?", "what is this", "Can you tell me what this picture is?",
+              "Describe what you see in this image.", "Which object is in the picture?",
+              "Tell me what this image contains.", "Explain this picture briefly.", "What does the picture contain?",
+              "Look at this and tell me what it is.", "what's in the pic?", "Identify the object in this image.",
+              "Name what is drawn here."),
+    "audio": ("What's this?", "what sound is that", "Can you tell me what this recording is?",
+              "Describe what you hear in this clip.", "What sort of noise is this?", "Tell me what this audio contains.",
+              "Explain this sound briefly.", "Identify the sound in this recording.", "Listen to this: what is it?",
+              "what am i hearing?", "How would you describe this recording?", "Name the sound you hear."),
+    "video": ("What's this?", "what is happening here", "Can you tell me what this clip shows?",
+              "Describe the movement you see.", "Where is the object going in this video?",
+              "Tell me what this video contains.", "Explain this clip briefly.", "Identify what moves in this video.",
+              "Watch this: what is it?", "what's going on in the clip?", "How would you describe this video?",
+              "Summarise this video."),
+}
+TEST_T2M_REQUESTS: dict[str, tuple[str, ...]] = {
+    "image": ("can u draw {caption}", "pls draw {caption}", "I need a picture of {caption}.",
+              "Could you create {caption} for me?", "draw me {caption} please", "Show {caption}.", "Make {caption}.",
+              "Can I get an image of {caption}?", "Would you draw {caption}?", "picture of {caption}",
+              "I would like to see a drawing of {caption}.", "Illustrate {caption}.",
+              "Please show me an image with {caption}.", "Could I see {caption}?", "Draw a picture of {caption}, thanks.",
+              "an image of {caption} please"),
+    "audio": ("can u play {caption}", "pls make {caption}", "I need to hear {caption}.",
+              "Could you sound {caption} for me?", "play me {caption} please", "Sound {caption}.", "Let's hear {caption}.",
+              "Can I get audio of {caption}?", "Would you play {caption}?", "audio of {caption}",
+              "I would like a recording of {caption}.", "Compose {caption}.",
+              "Please make a sound clip with {caption}.", "Could I hear {caption}?", "Play a clip of {caption}, thanks.",
+              "a sound of {caption} please"),
+    "video": ("can u animate {caption}", "pls make a video of {caption}", "I need a clip of {caption}.",
+              "Could you film {caption} for me?", "animate me {caption} please", "Video of {caption}.",
+              "Let's watch {caption}.", "Can I get a video of {caption}?", "Would you animate {caption}?",
+              "clip of {caption}", "I would like an animation of {caption}.", "Film {caption}.",
+              "Please make a short video with {caption}.", "Could I see a clip of {caption}?",
+              "Make an animated clip of {caption}, thanks.", "a video of {caption} please"),
+}
+_TEST_GENERIC_EDITS: dict[str, tuple[str, ...]] = {
+    "colour": ("Make this {value}.", "can u make it {value}", "Recolour it {value}.", "Paint it {value} instead.",
+               "I'd prefer it {value}.", "Switch the colour to {value}."),
+    "shape": ("Make this a {value}.", "can u turn it into a {value}", "Reshape it into a {value}.",
+              "I'd prefer a {value}.", "Swap the shape for a {value}."),
+    "direction": ("Make this move {value}.", "can u make it go {value}", "Let it travel {value}.",
+                  "I'd prefer it moving {value}.", "Send it {value} instead."),
+}
+TEST_EDIT_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
+    **{attr: {v: tuple(t.format(value=v) for t in templates) for v in _GENERIC_WORDS[attr]}
+       for attr, templates in _TEST_GENERIC_EDITS.items()},
+    "pitch": {"low": ("Lower it.", "can u make it deeper", "Drop the pitch.", "Make it sound lower.", "Go down in pitch."),
+              "high": ("Higher, please.", "can u make it higher pitched", "Raise it up.", "Make it sound higher.",
+                       "Go up in pitch.")},
+    "rhythm": {"beeping": ("Make it pulse on and off.", "can u make it beep", "Add beeps.", "Chop it into beeps.",
+                           "Make it go beep beep."),
+               "steady": ("Make it constant.", "can u make it steady", "No more beeping.", "Hold it without gaps.",
+                          "Make it one long sound.")},
+    "sound": {"buzz": ("Make it buzz.", "can u make it buzzy", "Switch it to a buzz.", "Give it a buzzing sound.",
+                       "Make it harsh like a buzz."),
+              "tone": ("Make it a sine tone.", "can u make it a tone", "Switch it to a tone.", "Give it a pure sound.",
+                       "Make it smooth like a tone.")},
+}
+# an upload and an edit of it in the same turn (train never has an edit in an upload turn)
+TEST_UPLOAD_EDITS: tuple[str, ...] = ("Make it {value}.", "Can you make this {value}?", "make this one {value} pls")
+TEST_QUESTIONS: dict[str, tuple[str, ...]] = {
+    "colour": ("what color is it", "Tell me its colour."),
+    "shape": ("what shape is that", "Name its shape."),
+    "direction": ("where is it heading", "Which direction does it go?"),
+    "pitch": ("is it a high or a low sound", "Tell me the pitch."),
+    "rhythm": ("is it continuous or beeping", "Does it pulse?"),
+    "sound": ("is that a buzz or a tone", "Tell me the sound type."),
+}
+TEST_ANIMATE_PROMPTS = ("Animate it going {value}.", "can u make a clip of it moving {value}",
+                        "Now show it moving {value} in a video.", "Make a video where it heads {value}.")
+TEST_STILL_PROMPTS = ("Give me a still picture of it.", "can u show it as an image", "Now draw it without motion.",
+                      "Freeze it into a picture.")
+TEST_CHAT: tuple[tuple[str, str], ...] = (
+    ("Thank you so much.", "You're welcome! Anything else?"),
+    ("great job", "Glad you like it!"),
+    ("ok", "Happy to help. What next?"),
+    ("Hi there!", "Hi! I can describe or create images, sounds and videos."),
+    ("What are you able to do?", "I can describe and create images, sounds and videos."),
+    ("nice one, thx", "Glad you like it!"),
+)
+
+
+@dataclass(frozen=True)
+class Phrasebook:
+    """The user-turn phrasings of one split (answers are shared); see TRAIN_BOOK and TEST_BOOK."""
+
+    comprehension: dict[str, tuple[str, ...]]        # modality -> prompts after an upload
+    t2m: dict[str, tuple[str, ...]]                  # modality -> request templates with {caption}
+    edits: dict[str, dict[str, tuple[str, ...]]]     # attribute -> new value -> prompts
+    questions: dict[str, tuple[str, ...]]            # attribute -> questions (answers: QUESTIONS)
+    animate: tuple[str, ...]                         # templates with {value} = direction
+    still: tuple[str, ...]
+    chat: tuple[tuple[str, str], ...]                # (human, gpt)
+    upload_edits: tuple[str, ...] = ()               # colour edits typed with an upload ({value}); () = none
+
+
+TRAIN_BOOK = Phrasebook(COMPREHENSION_PROMPTS, T2M_REQUESTS, EDIT_PROMPTS, {k: q for k, (q, _) in QUESTIONS.items()},
+                        ANIMATE_PROMPTS, STILL_PROMPTS, CHAT)
+TEST_BOOK = Phrasebook(TEST_COMPREHENSION_PROMPTS, TEST_T2M_REQUESTS, TEST_EDIT_PROMPTS, TEST_QUESTIONS,
+                       TEST_ANIMATE_PROMPTS, TEST_STILL_PROMPTS, TEST_CHAT, TEST_UPLOAD_EDITS)
+BOOKS = {"train": TRAIN_BOOK, "val": TRAIN_BOOK, "test": TEST_BOOK}  # split -> its phrasings

@@ -11,7 +11,9 @@ Layout of DIR/<split>/ (media paths inside records are relative to this folder):
     meta.json           seed and vocabulary
 In MosIT dialogues the k-th "<image>" of the conversation (human turn = upload, gpt turn = generated)
 is the k-th entry of image_list; likewise for <audio> and <video>. Splits use disjoint seeds
-(seed * 1000 + split index), so the test split is held out.
+(seed * 1000 + split index). What the test split holds out (`SplitRules`): its user turns use test-only
+phrasings (prompts.TEST_BOOK, including an upload with an edit in the same turn); the attribute combinations
+of vocab.HELD_OUT_PAIRS are in no train or val caption or target; none of its media is a train medium.
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ from PIL import Image
 from tqdm import tqdm
 
 from nextgpt.world import prompts as P
-from nextgpt.world.vocab import (ATTRIBUTES, CAPTION_TEMPLATES, DIRECTIONS, MEDIA_TOKENS, MODALITIES, SAMPLE_RATE,
-                                 VIDEO_FPS, Spec, random_edit, sample_image_spec, sample_spec, sample_video_spec)
+from nextgpt.world.vocab import (ATTRIBUTES, CAPTION_TEMPLATES, DIRECTIONS, HELD_OUT_PAIRS, MEDIA_TOKENS, MODALITIES,
+                                 SAMPLE_RATE, VIDEO_FPS, Spec, held_out_pairs, random_edit, sample_image_spec,
+                                 sample_spec, sample_video_spec, without_held_out)
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+SPLIT_SIZES = {"train": 2000, "val": 200, "test": 200}  # items per modality (and dialogues) of the standard world
+WORLD_VERSION = 2  # 2: held-out phrasings and combinations, test media distinct from train (meta.json records it)
 KINDS = ("comprehension", "generation", "t2m", "mosit")
 MEDIA_DIRS = {"image": "images", "audio": "audio", "video": "videos"}
 MEDIA_EXTS = {"image": ".png", "audio": ".wav", "video": ".mp4"}
@@ -157,16 +162,54 @@ class MediaWriter:
         self.futures = []
 
 
+# ---------------------------------------------------------------- what each split holds
+
+@dataclass(frozen=True)
+class SplitRules:
+    """How a split draws its items and phrases its user turns.
+
+    train / val: the train phrasings, and every item moved off the held-out attribute combinations
+    (`without_held_out`: one word changed, no random draw, so every other record is as before).
+    test: the test-only phrasings, the held-out combinations as they fall, and no medium that is also a
+    train medium (`avoid`: keys of the train split's items, and of version 1's train split, which kept the
+    held-out combinations; a clash is drawn again).
+    """
+
+    book: P.Phrasebook = P.TRAIN_BOOK
+    hold_out: bool = True                 # keep items off HELD_OUT_PAIRS
+    avoid: frozenset = frozenset()        # media keys (`media_key`) that must not recur
+
+    def item(self, spec: Spec, rng: np.random.Generator, redraw: Callable[[], Spec]) -> Spec:
+        """`spec` made to follow the rules (`redraw()` gives a fresh candidate for a clash with `avoid`)."""
+        if self.hold_out:
+            spec = without_held_out(spec)
+        while self.avoid and media_key(spec) in self.avoid:
+            spec = redraw()
+        return spec
+
+
+TRAIN_RULES = SplitRules()
+
+
+def media_key(spec: Spec) -> object:
+    """What decides an item's media: equal keys, identical files. Images: shape, colour, size and the integer
+    corner the renderer draws at; sound and video: the whole spec."""
+    if spec.modality == "image":
+        return ("image", spec.shape, spec.colour, spec.size, round(spec.cx - spec.size / 2),
+                round(spec.cy - spec.size / 2))
+    return spec
+
+
 # ---------------------------------------------------------------- single-item records
 
 def _turns(human: str, gpt: str) -> list[dict[str, str]]:
     return [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}]
 
 
-def _describe(spec: Spec, rng: np.random.Generator) -> tuple[str, str]:
+def _describe(spec: Spec, rng: np.random.Generator, book: P.Phrasebook = P.TRAIN_BOOK) -> tuple[str, str]:
     """(human: "<image>\nDescribe this image.", gpt: "It is a red circle.")"""
     m = spec.modality
-    human = f"{MEDIA_TOKENS[m]}\n{_pick(rng, P.COMPREHENSION_PROMPTS[m])}"
+    human = f"{MEDIA_TOKENS[m]}\n{_pick(rng, book.comprehension[m])}"
     return human, _pick(rng, P.CAPTION_ANSWERS[m]).format(caption=spec.caption)
 
 
@@ -175,27 +218,27 @@ def _answer(spec: Spec, rng: np.random.Generator, answers: Sequence[str]) -> str
     return _pick(rng, answers).format(caption=spec.caption, token=MEDIA_TOKENS[spec.modality])
 
 
-def _request(spec: Spec, rng: np.random.Generator) -> str:
+def _request(spec: Spec, rng: np.random.Generator, book: P.Phrasebook = P.TRAIN_BOOK) -> str:
     """A human request for `spec`: "show me a red circle"."""
-    return _pick(rng, P.T2M_REQUESTS[spec.modality]).format(caption=spec.caption)
+    return _pick(rng, book.t2m[spec.modality]).format(caption=spec.caption)
 
 
-def comprehension_record(spec: Spec, path: str, rng: np.random.Generator) -> dict:
+def comprehension_record(spec: Spec, path: str, rng: np.random.Generator, book: P.Phrasebook = P.TRAIN_BOOK) -> dict:
     """Stage 1: uploaded item -> its caption."""
-    return {f"input_{spec.modality}": path, "conversations": _turns(*_describe(spec, rng))}
+    return {f"input_{spec.modality}": path, "conversations": _turns(*_describe(spec, rng, book))}
 
 
 def generation_record(spec: Spec, path: str, rng: np.random.Generator,
-                      answers: Sequence[str] = (P.GENERATION_ANSWER,)) -> dict:
+                      answers: Sequence[str] = (P.GENERATION_ANSWER,), book: P.Phrasebook = P.TRAIN_BOOK) -> dict:
     """Stage 2 (caption-only): request -> "Sure thing! <image>"; with T2M answers it is a T2M record."""
     m = spec.modality
-    conversation = _turns(_request(spec, rng), _answer(spec, rng, answers))
+    conversation = _turns(_request(spec, rng, book), _answer(spec, rng, answers))
     return {f"output_{m}": path, f"{m}_captions": spec.caption, "conversations": conversation}
 
 
-def t2m_record(spec: Spec, path: str, rng: np.random.Generator) -> dict:
+def t2m_record(spec: Spec, path: str, rng: np.random.Generator, book: P.Phrasebook = P.TRAIN_BOOK) -> dict:
     """Text -> text + X: request -> "Here is <caption>. <image>"."""
-    return generation_record(spec, path, rng, P.T2M_ANSWERS)
+    return generation_record(spec, path, rng, P.T2M_ANSWERS, book)
 
 
 # ---------------------------------------------------------------- MosIT dialogues
@@ -203,61 +246,114 @@ def t2m_record(spec: Spec, path: str, rng: np.random.Generator) -> dict:
 @dataclass(frozen=True)
 class Turn:
     """One human -> gpt exchange of a MosIT dialogue."""
-    kind: str                        # upload | request | edit | question | animate | still | chat
+    kind: str                        # upload | upload_edit | request | edit | question | animate | still | chat
     human: str
     gpt: str
     inputs: tuple[Spec, ...] = ()    # items the user uploads (their tokens are in `human`)
     outputs: tuple[Spec, ...] = ()   # items the model produces (their tokens are in `gpt`)
 
 
-def _produce(kind: str, human: str, spec: Spec, answers: Sequence[str], rng: np.random.Generator) -> Turn:
-    return Turn(kind, human, _answer(spec, rng, answers), outputs=(spec,))
+class _Dialogues:
+    """Draws MosIT turns under one split's rules; each method makes one turn kind from the latest item."""
+
+    def __init__(self, rng: np.random.Generator, rules: SplitRules, n_frames: int):
+        self.rng, self.rules, self.n_frames, self.book = rng, rules, n_frames, rules.book
+
+    def _new(self, modality: str) -> Spec:
+        draw = lambda: sample_spec(modality, self.rng, self.n_frames)  # noqa: E731
+        return self.rules.item(draw(), self.rng, draw)
+
+    def _edit(self, last: Spec, attribute: str | None = None) -> tuple[str, str, Spec]:
+        """random_edit of `last` under the rules: off a held-out pair by the next word of the edited attribute."""
+        while True:
+            if attribute is None:
+                edited, value, spec = random_edit(last, self.rng)
+            else:
+                choices = [w for w in ATTRIBUTES[last.modality][attribute] if w != getattr(last, attribute)]
+                edited, value = attribute, _pick(self.rng, choices)
+                spec = last.edited(edited, value)
+            if self.rules.hold_out:
+                words = [w for w in ATTRIBUTES[last.modality][edited] if w != getattr(last, edited)]
+                k = words.index(value)
+                while held_out_pairs(spec.modality, spec.attributes):
+                    k = (k + 1) % len(words)
+                    value, spec = words[k], last.edited(edited, words[k])
+            if not (self.rules.avoid and media_key(spec) in self.rules.avoid):
+                return edited, value, spec
+
+    def upload(self, last: Spec | None) -> Turn:
+        spec = self._new(_pick(self.rng, MODALITIES))
+        return Turn("upload", *_describe(spec, self.rng, self.book), inputs=(spec,))
+
+    def upload_edit(self, last: Spec | None) -> Turn:
+        """An upload and a colour edit of it in one turn: "<image>\nMake it purple."."""
+        spec = self._new(_pick(self.rng, ("image", "video")))
+        _, value, new = self._edit(spec, "colour")
+        human = f"{MEDIA_TOKENS[spec.modality]}\n{_pick(self.rng, self.book.upload_edits).format(value=value)}"
+        return Turn("upload_edit", human, _answer(new, self.rng, P.EDIT_ANSWERS), inputs=(spec,), outputs=(new,))
+
+    def request(self, last: Spec | None) -> Turn:
+        spec = self._new(_pick(self.rng, MODALITIES))
+        return Turn("request", _request(spec, self.rng, self.book), _answer(spec, self.rng, P.T2M_ANSWERS),
+                    outputs=(spec,))
+
+    def edit(self, last: Spec) -> Turn:
+        attribute, value, spec = self._edit(last)
+        return Turn("edit", _pick(self.rng, self.book.edits[attribute][value]), _answer(spec, self.rng, P.EDIT_ANSWERS),
+                    outputs=(spec,))
+
+    def question(self, last: Spec) -> Turn:
+        attribute = _pick(self.rng, list(ATTRIBUTES[last.modality]))
+        _, answer = P.QUESTIONS[attribute]
+        return Turn("question", _pick(self.rng, self.book.questions[attribute]),
+                    answer.format(value=getattr(last, attribute)))
+
+    def animate(self, last: Spec) -> Turn:
+        """Image -> video of the same coloured shape."""
+        direction = _pick(self.rng, DIRECTIONS)
+
+        def draw() -> Spec:
+            return dataclasses.replace(sample_video_spec(self.rng, self.n_frames), colour=last.colour,
+                                       shape=last.shape, direction=direction)
+
+        spec = draw()
+        if self.rules.hold_out:  # off a held-out colour x direction pair by the next direction
+            k = DIRECTIONS.index(direction)
+            while held_out_pairs("video", spec.attributes):
+                k = (k + 1) % len(DIRECTIONS)
+                spec = dataclasses.replace(spec, direction=DIRECTIONS[k])
+            direction = spec.direction
+        while self.rules.avoid and media_key(spec) in self.rules.avoid:
+            spec = draw()
+        prompt = _pick(self.rng, self.book.animate).format(value=direction)
+        return Turn("animate", prompt, _answer(spec, self.rng, P.T2M_ANSWERS), outputs=(spec,))
+
+    def still(self, last: Spec) -> Turn:
+        """Video -> still image of the same coloured shape."""
+        def draw() -> Spec:
+            return dataclasses.replace(sample_image_spec(self.rng), colour=last.colour, shape=last.shape)
+
+        spec = self.rules.item(draw(), self.rng, draw)
+        return Turn("still", _pick(self.rng, self.book.still), _answer(spec, self.rng, P.T2M_ANSWERS), outputs=(spec,))
+
+    def chat(self, last: Spec | None) -> Turn:
+        return Turn("chat", *_pick(self.rng, self.book.chat))
+
+    def dialogue(self) -> list[Turn]:
+        """A 2-5 turn dialogue; edits/questions/switches always refer to the most recent item."""
+        extra = ("upload_edit",) if self.book.upload_edits else ()
+        turns: list[Turn] = []
+        last: Spec | None = None
+        for _ in range(int(self.rng.integers(2, 6))):
+            kind = _pick(self.rng, _OPENERS + extra if last is None else _FOLLOW_UPS[last.modality] + extra)
+            turn = getattr(self, kind)(last)
+            turns.append(turn)
+            last = (turn.inputs + turn.outputs or (last,))[-1]
+        return turns
 
 
-def _upload_turn(last: Spec | None, rng: np.random.Generator, n_frames: int) -> Turn:
-    spec = sample_spec(_pick(rng, MODALITIES), rng, n_frames)
-    return Turn("upload", *_describe(spec, rng), inputs=(spec,))
-
-
-def _request_turn(last: Spec | None, rng: np.random.Generator, n_frames: int) -> Turn:
-    spec = sample_spec(_pick(rng, MODALITIES), rng, n_frames)
-    return _produce("request", _request(spec, rng), spec, P.T2M_ANSWERS, rng)
-
-
-def _edit_turn(last: Spec, rng: np.random.Generator, n_frames: int) -> Turn:
-    attribute, value, spec = random_edit(last, rng)
-    return _produce("edit", _pick(rng, P.EDIT_PROMPTS[attribute][value]), spec, P.EDIT_ANSWERS, rng)
-
-
-def _question_turn(last: Spec, rng: np.random.Generator, n_frames: int) -> Turn:
-    attribute = _pick(rng, list(ATTRIBUTES[last.modality]))
-    questions, answer = P.QUESTIONS[attribute]
-    return Turn("question", _pick(rng, questions), answer.format(value=getattr(last, attribute)))
-
-
-def _animate_turn(last: Spec, rng: np.random.Generator, n_frames: int) -> Turn:
-    """Image -> video of the same coloured shape."""
-    direction = _pick(rng, DIRECTIONS)
-    spec = dataclasses.replace(sample_video_spec(rng, n_frames), colour=last.colour, shape=last.shape,
-                               direction=direction)
-    return _produce("animate", _pick(rng, P.ANIMATE_PROMPTS).format(value=direction), spec, P.T2M_ANSWERS, rng)
-
-
-def _still_turn(last: Spec, rng: np.random.Generator, n_frames: int) -> Turn:
-    """Video -> still image of the same coloured shape."""
-    spec = dataclasses.replace(sample_image_spec(rng), colour=last.colour, shape=last.shape)
-    return _produce("still", _pick(rng, P.STILL_PROMPTS), spec, P.T2M_ANSWERS, rng)
-
-
-def _chat_turn(last: Spec | None, rng: np.random.Generator, n_frames: int) -> Turn:
-    return Turn("chat", *_pick(rng, P.CHAT))
-
-
-_TURN_MAKERS: dict[str, Callable[[Spec | None, np.random.Generator, int], Turn]] = {
-    "upload": _upload_turn, "request": _request_turn, "edit": _edit_turn, "question": _question_turn,
-    "animate": _animate_turn, "still": _still_turn, "chat": _chat_turn,
-}
 # what may follow an item of each modality (repeats weight the draw); a dialogue opens with upload/request
+# (and, in a split whose phrasebook has upload edits, upload_edit at either place)
 _OPENERS = ("upload", "request")
 _FOLLOW_UPS: dict[str, tuple[str, ...]] = {
     "image": ("upload", "request", "edit", "edit", "edit", "question", "animate", "chat"),
@@ -266,16 +362,9 @@ _FOLLOW_UPS: dict[str, tuple[str, ...]] = {
 }
 
 
-def sample_dialogue(rng: np.random.Generator, n_frames: int = 8) -> list[Turn]:
-    """A 2-5 turn dialogue; edits/questions/switches always refer to the most recent item."""
-    turns: list[Turn] = []
-    last: Spec | None = None
-    for _ in range(int(rng.integers(2, 6))):
-        kind = _pick(rng, _OPENERS if last is None else _FOLLOW_UPS[last.modality])
-        turn = _TURN_MAKERS[kind](last, rng, n_frames)
-        turns.append(turn)
-        last = (turn.inputs + turn.outputs or (last,))[-1]
-    return turns
+def sample_dialogue(rng: np.random.Generator, n_frames: int = 8, rules: SplitRules = TRAIN_RULES) -> list[Turn]:
+    """A 2-5 turn dialogue under `rules`; edits/questions/switches always refer to the most recent item."""
+    return _Dialogues(rng, rules, n_frames).dialogue()
 
 
 def mosit_record(turns: Sequence[Turn], save: Callable[[Spec], str]) -> dict:
@@ -295,38 +384,105 @@ def split_seed(seed: int, split: str) -> int:
     return seed * 1000 + SPLITS.index(split)
 
 
-def make_split(out_dir: str | Path, split: str, n: int, seed: int, n_dialogues: int | None = None,
-               n_frames: int = 8, workers: int = 4) -> dict[str, int]:
-    """Write `n` items per modality (+ `n_dialogues`, default n, MosIT dialogues) to out_dir/split.
+class _Numberer:
+    """Stands in for MediaWriter when only the records and specs are wanted (nothing written)."""
 
-    Each item yields one comprehension, one generation and one T2M record sharing its media file.
-    Returns the number of records per kind.
-    """
-    root = Path(out_dir) / split
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(MODALITIES, 0)
+        self.specs: list[Spec] = []
+
+    def save(self, spec: Spec) -> str:
+        m = spec.modality
+        self.specs.append(spec)
+        self.counts[m] += 1
+        return f"{MEDIA_DIRS[m]}/{self.counts[m] - 1:06d}{MEDIA_EXTS[m]}"
+
+
+def _sample(split: str, n: int, seed: int, n_dialogues: int, n_frames: int, rules: SplitRules,
+            save: Callable[[Spec], str]) -> dict[str, list[dict]]:
+    """The records of one split; `save(spec)` numbers (and maybe writes) each item and returns its path."""
     base = split_seed(seed, split)
     rngs = {stream: np.random.default_rng([base, k]) for k, stream in enumerate((*MODALITIES, "mosit"))}
     records: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    for m in MODALITIES:
+        rng = rngs[m]
+        draw = lambda: sample_spec(m, rng, n_frames)  # noqa: E731
+        for _ in range(n):
+            spec = rules.item(draw(), rng, draw)
+            path = save(spec)
+            records["comprehension"].append(comprehension_record(spec, path, rng, rules.book))
+            records["generation"].append(generation_record(spec, path, rng, book=rules.book))
+            records["t2m"].append(t2m_record(spec, path, rng, rules.book))
+    dialogues = _Dialogues(rngs["mosit"], rules, n_frames)
+    for _ in range(n_dialogues):
+        records["mosit"].append(mosit_record(dialogues.dialogue(), save))
+    return records
+
+
+def split_rules(split: str, seed: int, n_train: int | None = None, n_frames: int = 8,
+                train_dialogues: int | None = None) -> SplitRules:
+    """The rules of `split`; test's avoid every medium of the train split of the same seed (`n_train` items per
+    modality, default the standard size, and `train_dialogues` dialogues, default as many)."""
+    if split != "test":
+        return TRAIN_RULES
+    n_train = SPLIT_SIZES["train"] if n_train is None else n_train
+    train = _Numberer()
+    for rules in (TRAIN_RULES, SplitRules(hold_out=False)):  # this world's train split, and version 1's
+        _sample("train", n_train, seed, n_train if train_dialogues is None else train_dialogues, n_frames, rules,
+                train.save)
+    return SplitRules(book=P.TEST_BOOK, hold_out=False, avoid=frozenset(map(media_key, train.specs)))
+
+
+def make_split(out_dir: str | Path, split: str, n: int, seed: int, n_dialogues: int | None = None,
+               n_frames: int = 8, workers: int = 4, n_train: int | None = None,
+               train_dialogues: int | None = None) -> dict[str, int]:
+    """Write `n` items per modality (+ `n_dialogues`, default n, MosIT dialogues) to out_dir/split.
+
+    Each item yields one comprehension, one generation and one T2M record sharing its media file. The split's
+    `split_rules` decide its phrasings and held-out combinations; the test split avoids the media of a train
+    split of `n_train` items and `train_dialogues` dialogues (default the standard size). Returns the number of
+    records per kind.
+    """
+    root = Path(out_dir) / split
+    n_train = SPLIT_SIZES["train"] if n_train is None else n_train
+    rules = split_rules(split, seed, n_train, n_frames, train_dialogues)
     with ThreadPoolExecutor(workers) as pool:
         writer = MediaWriter(root, pool)
-        for m in MODALITIES:
-            rng = rngs[m]
-            for _ in range(n):
-                spec = sample_spec(m, rng, n_frames)
-                path = writer.save(spec)
-                records["comprehension"].append(comprehension_record(spec, path, rng))
-                records["generation"].append(generation_record(spec, path, rng))
-                records["t2m"].append(t2m_record(spec, path, rng))
-        for _ in range(n if n_dialogues is None else n_dialogues):
-            records["mosit"].append(mosit_record(sample_dialogue(rngs["mosit"], n_frames), writer.save))
+        records = _sample(split, n, seed, n if n_dialogues is None else n_dialogues, n_frames, rules, writer.save)
         writer.finish(desc=f"{split} media")
     for kind, recs in records.items():
         (root / f"{kind}.json").write_text(json.dumps(recs, indent=1))
-    meta = {"split": split, "seed": seed, "split_seed": base, "n": n, "n_frames": n_frames,
+    meta = {"split": split, "seed": seed, "split_seed": split_seed(seed, split), "n": n, "n_frames": n_frames,
+            "version": WORLD_VERSION, "phrasings": "test-only" if rules.book is P.TEST_BOOK else "train",
+            "held_out_pairs": {"x".join(k): [" ".join(p) for p in v] for k, v in HELD_OUT_PAIRS.items()},
+            "held_out_in_split": not rules.hold_out, "avoids_train_media": n_train if split == "test" else None,
             "attributes": ATTRIBUTES, "captions": CAPTION_TEMPLATES, "media_files": writer.counts}
     (root / "meta.json").write_text(json.dumps(meta, indent=1))
     counts = {kind: len(recs) for kind, recs in records.items()}
     logger.info("%s: %s records, %s media files in %s", split, counts, writer.counts, root)
     return counts
+
+
+def split_ready(out_dir: str | Path, split: str) -> bool:
+    """Whether out_dir/split holds every record file (and so was written to the end)."""
+    root = Path(out_dir) / split
+    return (root / "meta.json").is_file() and all((root / f"{kind}.json").is_file() for kind in KINDS)
+
+
+def ensure_split(out_dir: str | Path, split: str, seed: int = 0, n: int | None = None,
+                 workers: int = 2) -> Path:
+    """out_dir/split, written first if missing: the standard world (`SPLIT_SIZES`, one dialogue per item).
+
+    Deterministic from `seed`, so a split made here is byte for byte the one `main` writes; the val or
+    test split takes seconds. Returns the split's folder.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not split_ready(out_dir, split):
+        size = SPLIT_SIZES[split] if n is None else n
+        logger.info("no %s split in %s: writing it (%d items per modality)", split, out_dir, size)
+        make_split(out_dir, split, size, seed, n_dialogues=size, workers=workers)
+    return Path(out_dir) / split
 
 
 def load_records(out_dir: str | Path, split: str, kind: str) -> list[dict]:
@@ -340,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per split)")
     parser.add_argument("--seed", type=int, default=0, help="world seed; splits use seed*1000 + split index")
-    for split, default in zip(SPLITS, (2000, 200, 200)):
+    for split, default in SPLIT_SIZES.items():
         parser.add_argument(f"--{split}", type=int, default=default, help=f"{split} items per modality")
     parser.add_argument("--dialogues", type=float, default=1.0, help="MosIT dialogues per item (ratio)")
     parser.add_argument("--frames", type=int, default=8, help="video frames per clip (8-16)")
@@ -349,7 +505,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     for split in SPLITS:
         n = getattr(args, split)
-        make_split(args.out, split, n, args.seed, n_dialogues=round(n * args.dialogues),
+        make_split(args.out, split, n, args.seed, n_dialogues=round(n * args.dialogues), n_train=args.train,
+                   train_dialogues=round(args.train * args.dialogues),
                    n_frames=args.frames, workers=args.workers)
 
 

@@ -53,6 +53,37 @@ CAPTION_TEMPLATES: dict[str, str] = {
 }
 MEDIA_TOKENS: dict[str, str] = {m: f"<{m}>" for m in MODALITIES}  # placeholder in conversation text
 
+# Attribute combinations held out of the train and val splits (no caption or target there has them, in any
+# modality); the test split holds them, and the eval reports them as their own row. Each colour is in at most
+# one pair per kind, so `without_held_out` can move an item off a pair by changing one word.
+HELD_OUT_PAIRS: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {
+    ("colour", "shape"): (("purple", "triangle"), ("orange", "circle"), ("green", "square")),
+    ("colour", "direction"): (("red", "up"), ("blue", "left"), ("yellow", "down")),
+}
+
+
+def without_held_out(spec: "Spec") -> "Spec":
+    """`spec` itself, or, when it has a held-out combination, the same item in the next colour (COLOURS order)
+    that forms none. Deterministic, with no random draw, so a split's other items stay as they were."""
+    if not held_out_pairs(spec.modality, spec.attributes):
+        return spec
+    colours = list(COLOURS)
+    start = colours.index(spec.colour)
+    for k in range(1, len(colours)):
+        moved = spec.edited("colour", colours[(start + k) % len(colours)])
+        if not held_out_pairs(moved.modality, moved.attributes):
+            return moved
+    raise ValueError(f"no colour takes {spec.caption!r} off the held-out combinations")
+
+
+def held_out_pairs(modality: str, attributes: dict[str, str]) -> list[str]:
+    """The held-out combinations an item has, as words ('purple triangle', 'red up'); [] for none."""
+    found = []
+    for (a, b), pairs in HELD_OUT_PAIRS.items():
+        if a in ATTRIBUTES[modality] and b in ATTRIBUTES[modality] and (attributes.get(a), attributes.get(b)) in pairs:
+            found.append(f"{attributes[a]} {attributes[b]}")
+    return found
+
 
 class _Spec:
     """Behaviour shared by all specs; subclasses are frozen dataclasses with a `modality` ClassVar."""

@@ -1,0 +1,86 @@
+"""The committed figures (benchmarks/) belong to the shipped checkpoint and can be audited line by line.
+
+A figure measured on other weights fails here: the report and the bench record the weight hash of the
+checkpoint they measured, and it must be the hash of checkpoints/nano as committed. The report's rates are
+recounted from its items.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from nextgpt.eval.provenance import weight_hash
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def shipped_hash() -> str:
+    return weight_hash(ROOT / "checkpoints" / "nano")
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    return json.loads((BENCH / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def items() -> list[dict]:
+    return [json.loads(line) for line in (BENCH / "items.jsonl").read_text().splitlines()]
+
+
+def test_the_report_measured_the_shipped_weights_on_the_test_split(report, shipped_hash):
+    meta = report["meta"]
+    assert meta["weight_hash"] == shipped_hash, "benchmarks/report.json was measured on other weights: rerun eval"
+    assert meta["split"] == "test" and meta["world"]["version"] == 2 and meta["world"]["phrasings"] == "test-only"
+    assert meta["git_commit"] and meta["errors"] == []
+
+
+def test_the_bench_measured_the_shipped_weights(shipped_hash):
+    bench = json.loads((BENCH / "bench.json").read_text())
+    assert bench.get("weight_hash") == shipped_hash, "benchmarks/bench.json was measured on other weights: rerun bench"
+
+
+def test_every_rate_recounts_from_items_jsonl(report, items):
+    # 1. captioning: every attribute word right
+    for m, row in report["captioning"]["rows"].items():
+        mine = [i for i in items if i["table"] == "captioning" and i["modality"] == m]
+        right = sum(all(i["parsed"].get(k) == v for k, v in _words(i["caption"], m).items()) for i in mine)
+        assert (row["attributes"]["all"]["k"], row["attributes"]["all"]["n"]) == (right, len(mine)), m
+    # 2. generation: the modality switch and the judged attributes
+    for asked, row in report["generation"]["rows"].items():
+        mine = [i for i in items if i["table"] == "generation" and i["asked"] == asked]
+        want = [] if asked == "text" else [asked]
+        assert row["switch_accuracy"]["k"] == sum(sorted(i["produced"]) == want for i in mine), asked
+        assert row["switch_accuracy"]["n"] == len(mine)
+        if asked != "text":
+            right = sum(bool(i["judged"]) and all(i["judged"].get(k) == v for k, v in _words(i["caption"], asked).items())
+                        for i in mine)
+            assert row["attributes"]["all"]["k"] == right, asked
+    # 3. editing and 4. dialogues
+    edits = [i for i in items if i["table"] == "editing"]
+    assert report["editing"]["n"] == len(edits)
+    right = 0
+    for i in edits:
+        m = "video" if " moving " in i["target"] else "audio" if i["target"].endswith(("tone", "buzz")) else "image"
+        right += m in i["produced"] and bool(i["judged"]) and all(
+            i["judged"].get(k) == v for k, v in _words(i["target"], m).items())
+    assert report["editing"]["accuracy"]["k"] == right
+    turns = [i for i in items if i["table"] == "dialogue"]
+    assert report["dialogue"]["turn_accuracy"]["k"] == sum(i["right"] for i in turns)
+    by_dialogue = Counter()
+    for i in turns:
+        by_dialogue[i["dialogue"]] += not i["right"]
+    assert report["dialogue"]["success_rate"]["k"] == sum(v == 0 for v in by_dialogue.values())
+    assert report["dialogue"]["success_rate"]["n"] == len(by_dialogue)
+
+
+def _words(caption: str, modality: str) -> dict:
+    from nextgpt.world import parse_caption
+
+    return parse_caption(caption, modality)
