@@ -87,10 +87,11 @@ def _timm_layers_available() -> Iterator[None]:
     """Make ``from timm.layers import DropPath, trunc_normal_`` work during the import, and only then."""
     try:
         importlib.import_module("timm.layers")
-        yield
-        return
     except Exception as err:  # timm missing, or installed but broken without torchvision
         logger.debug("timm unavailable (%s); using a stand-in for DropPath/trunc_normal_", err)
+    else:
+        yield  # an error inside the caller's block propagates as it is
+        return
     saved = {name: sys.modules.get(name) for name in ("timm", "timm.layers")}
     layers = types.ModuleType("timm.layers")
     layers.DropPath = _DropPath  # type: ignore[attr-defined]

@@ -230,7 +230,7 @@ def _init_new_rows(model: Any, base: int) -> None:
     for emb in {id(m.weight): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
         w = emb.weight.data
         mean, std = w[:base].float().mean(0), w[:base].float().std()
-        noise = torch.randn(w.shape[0] - base, w.shape[1], generator=g) * std * 0.1
+        noise = torch.randn(w.shape[0] - base, w.shape[1], generator=g).to(w.device) * std * 0.1  # CPU generator: same rows on every device
         w[base:] = (mean + noise).to(w.dtype)
 
 
