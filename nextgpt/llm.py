@@ -41,13 +41,28 @@ def llama_vocab_dir() -> Path:
 
 
 def load_llama_v0_tokenizer(folder: Path | None = None) -> Any:
-    """LLaMA's 32000-token tokenizer (Vicuna v0's) from the fetched vocabulary GGUF."""
+    """LLaMA's 32000-token tokenizer (Vicuna v0's) from the fetched vocabulary GGUF, checked.
+
+    Reading the GGUF needs the `gguf` package; the first read also writes the tokenizer beside it as
+    hf/tokenizer.json, which is read instead where `gguf` is not installed (a GPU machine given a copy of the
+    cache folder)."""
     from transformers import AutoTokenizer
 
     folder = folder or llama_vocab_dir()
-    if not (folder / LLAMA_VOCAB_FILE).is_file():
-        raise FileNotFoundError(f"no {LLAMA_VOCAB_FILE} in {folder}: run python scripts/fetch_llama_vocab.py")
-    return sentencepiece_exact(AutoTokenizer.from_pretrained(folder, gguf_file=LLAMA_VOCAB_FILE))
+    converted = folder / "hf"
+    if (folder / LLAMA_VOCAB_FILE).is_file() and importlib.util.find_spec("gguf") is not None:
+        tok = AutoTokenizer.from_pretrained(folder, gguf_file=LLAMA_VOCAB_FILE)
+        if not (converted / "tokenizer.json").is_file():
+            tok.save_pretrained(converted)
+    elif (converted / "tokenizer.json").is_file():
+        tok = AutoTokenizer.from_pretrained(converted, local_files_only=True)
+    else:
+        raise FileNotFoundError(f"the LLaMA tokenizer is not in {folder} (neither {LLAMA_VOCAB_FILE} with the gguf "
+                                "package nor hf/tokenizer.json): run make llama-vocab (scripts/fetch_llama_vocab.py), "
+                                "or set NEXTGPT_CACHE to the folder that holds llama-vocab/")
+    tok = sentencepiece_exact(tok)
+    check_llama_v0_tokenizer(tok, NextGPTConfig.from_name("nextgpt-7b").llm, folder)
+    return tok
 
 
 def sentencepiece_exact(tok: Any) -> Any:

@@ -23,7 +23,6 @@ the projectors and the decoders all run for real). Safety checkers are left out 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import time
@@ -42,7 +41,6 @@ log = logging.getLogger(__name__)
 
 OFFICIAL_CONFIGS = Path(__file__).resolve().parent / "configs" / "official"
 SCALES = ("tiny", "full")
-LLAMA_VOCAB_SIZE = 32000
 INIT_STD = 0.02  # std of every random matrix (LLaMA's initializer_range)
 
 # The toy version: every override of an official config at scale "tiny" (interfaces kept, see the docstring).
@@ -166,31 +164,10 @@ def random_module(factory: Callable[[], nn.Module], *, device: str | torch.devic
 
 # ---- the LLaMA tokenizer ----------------------------------------------------------------------------
 def llama_tokenizer() -> Any:
-    """The LLaMA (Vicuna v0) tokenizer, 32000 tokens, <s> = 1, </s> = 2, from `make llama-vocab`'s cache.
+    """The LLaMA (Vicuna v0) tokenizer from `make llama-vocab`'s cache (see `nextgpt.llm.load_llama_v0_tokenizer`)."""
+    from nextgpt.llm import load_llama_v0_tokenizer
 
-    Read from the vocabulary GGUF (needs the `gguf` package) and written beside it as hf/tokenizer.json, which
-    is read instead where `gguf` is not installed (a GPU machine given a copy of the cache folder).
-    """
-    from transformers import AutoTokenizer
-
-    from nextgpt.llm import LLAMA_VOCAB_FILE, llama_vocab_dir, load_llama_v0_tokenizer, sentencepiece_exact
-
-    folder = llama_vocab_dir()
-    converted = folder / "hf"
-    if (folder / LLAMA_VOCAB_FILE).is_file() and importlib.util.find_spec("gguf") is not None:
-        tok = load_llama_v0_tokenizer(folder)
-        if not (converted / "tokenizer.json").is_file():
-            tok.save_pretrained(converted)
-    elif (converted / "tokenizer.json").is_file():
-        tok = sentencepiece_exact(AutoTokenizer.from_pretrained(converted, local_files_only=True))
-    else:
-        raise FileNotFoundError(f"the LLaMA tokenizer is not in {folder} (neither {LLAMA_VOCAB_FILE} with the gguf "
-                                "package nor hf/tokenizer.json): run make llama-vocab, or set NEXTGPT_CACHE to the "
-                                "folder that holds llama-vocab/")
-    if len(tok) != LLAMA_VOCAB_SIZE or tok.bos_token_id != 1 or tok.eos_token_id != 2:
-        raise ValueError(f"{folder} holds a tokenizer of {len(tok)} tokens (bos {tok.bos_token_id}, eos "
-                         f"{tok.eos_token_id}), not LLaMA's 32000 with <s> = 1, </s> = 2")
-    return tok
+    return load_llama_v0_tokenizer()
 
 
 # ---- the release --------------------------------------------------------------------------------------
