@@ -17,7 +17,9 @@ import torch
 from conftest import make_world
 from nextgpt import cli
 from nextgpt.eval.bench import TARGETS, BenchConfig, benchmark, write_bench
-from nextgpt.eval.evaluate import TEXT_ONLY_REQUESTS, EvalConfig, evaluate, turn_kind
+from types import SimpleNamespace
+
+from nextgpt.eval.evaluate import TEXT_ONLY_REQUESTS, EvalConfig, evaluate, judge_turn, turn_chance, turn_kind
 from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, bleu4, caption_scores, frechet_distance,
                                   mean_cosine, rate, rate_of)
 from nextgpt.eval.report import write_report
@@ -169,6 +171,28 @@ def test_turn_kinds():
     assert turn_kind(user("can u make it purple")) == "edit" and turn_kind(user("what color is it")) == "question"
     upload = lambda text: {"role": "user", "content": [{"type": "image", "path": "x.png"}, {"type": "text", "text": text}]}  # noqa: E731
     assert turn_kind(upload("Make it purple.")) == "upload_edit" and turn_kind(upload("What's this?")) == "upload"
+
+
+def test_small_talk_turns_are_judged_on_what_they_say():
+    from nextgpt.world import prompts as P
+
+    # every small-talk answer of every split has a rule, and each rule accepts its own answer
+    answers = {gpt for book in (P.TRAIN_BOOK, P.TEST_BOOK) for _, gpt in book.chat}
+    assert answers <= set(P.SMALL_TALK_CONTENT)
+    text = lambda t: {"role": "assistant", "content": [{"type": "text", "text": t}]}  # noqa: E731
+    reply = lambda t: SimpleNamespace(text=t, media=lambda m: [], audio_sample_rate=16000)  # noqa: E731
+    for answer in P.SMALL_TALK_CONTENT:
+        assert judge_turn(text(answer), reply(answer), "image")[0], answer
+        assert 0.0 < turn_chance(text(answer), "image") < 1.0
+    # what a reply says decides, not that it is text
+    thanks, hello = "You're welcome! Anything else?", "Hi! I can describe or create images, sounds and videos."
+    abilities = "I can describe and create images, sounds and videos."
+    assert not judge_turn(text(thanks), reply("It is a red circle."), "image")[0]
+    assert judge_turn(text(thanks), reply("My pleasure, glad to help."), "image")[0]
+    assert judge_turn(text(hello), reply("Hello! How are you?"), None)[0]
+    assert not judge_turn(text(hello), reply("The high pitch is steady."), "audio")[0]  # "high" is not "hi"
+    assert not judge_turn(text(abilities), reply("I'm here to help with a wide range of tasks."), None)[0]
+    assert judge_turn(text(abilities), reply("I can draw pictures, play sounds and make video clips."), None)[0]
 
 
 # ---- eval end to end -----------------------------------------------------------------------------------

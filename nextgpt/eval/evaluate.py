@@ -45,7 +45,7 @@ from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
 from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, caption_scores, frechet_distance, mean_cosine,
                                   rate_of)
 from nextgpt.world import prompts as P
-from nextgpt.world.judge import judge_audio, judge_image, judge_video, parse_caption
+from nextgpt.world.judge import judge_audio, judge_image, judge_small_talk, judge_video, parse_caption
 from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES, held_out_pairs
 
 log = logging.getLogger(__name__)
@@ -502,11 +502,15 @@ def plan_dialogues(model: Any, cfg: EvalConfig) -> dict[str, Any]:
 
 def turn_chance(reference: dict[str, Any], last_modality: str | None) -> float:
     """How often a blind guess of every judged word would pass a turn (the modality taken as right): media turns,
-    every attribute of every expected item; text turns, the reference answer's attribute words (1.0 when it
-    names none: then any text reply without media passes)."""
+    every attribute of every expected item; small talk, a pick among the world's small-talk answers; other text
+    turns, the reference answer's attribute words (1.0 when it names none: then any text reply without media
+    passes)."""
     expected = _media_parts(reference)
     if expected:
         return float(np.prod([attribute_chance(p["type"])["all"] for p in expected]))
+    if judge_small_talk(_text(reference), "") is not None:
+        # a blind pick among the world's small-talk answers: the share of them that says what this one must
+        return float(np.mean([judge_small_talk(_text(reference), a) for a in P.SMALL_TALK_CONTENT]))
     if last_modality is None:
         return 1.0
     want = [k for k, v in parse_caption(_text(reference), last_modality).items() if v]
@@ -515,8 +519,9 @@ def turn_chance(reference: dict[str, Any], last_modality: str | None) -> float:
 
 def judge_turn(reference: dict[str, Any], reply: Any, last_modality: str | None) -> tuple[bool, dict[str, Any]]:
     """Is a reply right for a MosIT turn? Media turns: exactly the expected items, each judged to have its
-    caption's attributes. Text turns: no media, and every attribute word of the reference answer (about
-    the latest item) is in the reply."""
+    caption's attributes. Small talk: no media, and the reply says what the reference says (thanks
+    acknowledged, a greeting returned, the abilities named: `judge_small_talk`). Other text turns: no media,
+    and every attribute word of the reference answer (about the latest item) is in the reply."""
     expected = [(p["type"], p["caption"]) for p in _media_parts(reference)]
     out = produced(reply)
     detail: dict[str, Any] = {"expected": [c for _, c in expected], "produced": [m for m, _ in out]}
@@ -527,6 +532,10 @@ def judge_turn(reference: dict[str, Any], reply: Any, last_modality: str | None)
         detail["judged"] = judged
         ok = all(judged[m].get(k) == v for m, c in expected for k, v in caption_attributes(c, m).items())
         return ok, detail
+    small_talk = judge_small_talk(_text(reference), reply.text)
+    if small_talk is not None:
+        detail["small_talk"] = True
+        return small_talk, detail
     if last_modality is None:
         return True, detail
     want = {k: v for k, v in parse_caption(_text(reference), last_modality).items() if v}

@@ -208,7 +208,8 @@ def markdown(report: EvalReport) -> str:
     d = t["dialogue"]
     lines += ["## 4. Multi-turn dialogue success (mosit.json)", "",
               f"History: {d['history']}. A dialogue succeeds when every turn is right (media turns: the expected "
-              "items, judged right; text turns: no media and the reference answer's attribute words).", ""]
+              "items, judged right; small talk: no media and says what the reference says, e.g. thanks acknowledged or "
+              "the abilities named; other text turns: no media and the reference answer's attribute words).", ""]
     if d["n"]:
         lines += _table(["", "n", "right %", "chance %"],
                         [["**dialogues, every turn right**", str(d["n"]), _rate(d["success_rate"]),

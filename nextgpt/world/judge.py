@@ -6,6 +6,7 @@ Used to score generated media (and model-written captions) against the requested
     judge_audio(wave, sr)      -> {'pitch': 'high', 'rhythm': 'beeping', 'sound': 'buzz'}
     judge_video(frames)        -> {'colour': 'blue', 'shape': 'square', 'direction': 'left'}
     parse_caption(text, 'image') -> {'colour': 'red', 'shape': 'circle'}
+    judge_small_talk("Glad you like it!", "Thanks, happy you like it.") -> True
 
 Every judge tolerates noise, blur and codec artefacts, and answers None for an attribute it cannot
 find instead of raising. A judge answers "nothing there" (every attribute None) for what is not one world
@@ -21,6 +22,7 @@ import re
 
 import numpy as np
 
+from nextgpt.world.prompts import SMALL_TALK_CONTENT
 from nextgpt.world.vocab import ATTRIBUTES, COLOURS
 
 CHROMA_MIN = 0.25         # max(rgb) - min(rgb) in [0, 1]: below it a pixel is background (white/grey/black)
@@ -253,3 +255,17 @@ def parse_caption(text: str, modality: str) -> dict[str, str | None]:
         hits = [(m.start(), w) for w in words for m in re.finditer(rf"\b{re.escape(w)}\b", lowered)]
         found[attribute] = min(hits)[1] if hits else None
     return found
+
+
+def _says(text: str, group: tuple[str, ...]) -> bool:
+    return any(re.search(rf"\b{re.escape(w)}(s|es)?\b", text) for w in group)
+
+
+def judge_small_talk(reference: str, reply: str) -> bool | None:
+    """Does `reply` say what the small-talk answer `reference` says (`prompts.SMALL_TALK_CONTENT`: thanks
+    acknowledged, a greeting returned, the abilities named)? None when `reference` is not small talk."""
+    readings = SMALL_TALK_CONTENT.get(reference.strip())
+    if readings is None:
+        return None
+    lowered = reply.lower()
+    return any(all(_says(lowered, group) for group in reading) for reading in readings)

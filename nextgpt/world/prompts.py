@@ -109,6 +109,18 @@ CHAT: tuple[tuple[str, str], ...] = (
 )
 
 
+# What a right reply to small talk says, by the reference answer: any one reading, a reading being word groups
+# that must all appear (any word of a group, plural allowed). Judged by `judge.judge_small_talk`.
+_ABILITIES = (("image", "picture", "drawing", "photo"), ("sound", "audio"), ("video", "clip", "animation"))
+SMALL_TALK_CONTENT: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
+    "You're welcome! Anything else?": ((("welcome", "glad", "happy", "pleasure", "anytime", "no problem"),),),
+    "Glad you like it!": ((("glad", "happy", "thank", "pleased"),),),
+    "Happy to help. What next?": ((("happy", "help", "glad", "welcome", "what next", "anything else", "what else",
+                                    "let me know"),),),
+    "Hi! I can describe or create images, sounds and videos.": ((("hi", "hello", "hey", "greetings"),), _ABILITIES),
+    "I can describe and create images, sounds and videos.": (_ABILITIES,),
+}
+
 # ---------------------------------------------------------------- test-only phrasings
 # The test split's user turns use only these: none of them is, lower-cased and without punctuation, a train or
 # val phrasing (tests/test_heldout.py checks), every kind has at least as many as train, and they include what
