@@ -32,11 +32,7 @@ class StagePlan:
         return dict(self.mix).get(kind, 1.0)
 
 
-# What made checkpoints/nano: stage 1 220 steps at lr 3e-3; stage 2 150 steps; stage 3 200 steps without `mix`
-# (general chat then ~0.4 % of examples: replies got terse and text-only questions drew pictures), then 500
-# more steps with it (run dir runs/stage3b); then 150 more stage-1 steps on video captions only at lr 1e-3
-# (`--modality video`: video captions had lost their direction, 60 % -> 85 % right on 20 test videos, image
-# and audio unchanged at 100 %); then scripts/align_projectors.py.
+# The stages as scripts/train_nano.sh runs them; docs/training.md says what made the shipped checkpoint.
 PLANS = {
     "stage1": StagePlan("stage1", trains=("input_proj",), losses=("ce",), data=("caption",),
                         saves=("input",), lr=2e-3, steps=450, batch_size=8, max_len=56),
