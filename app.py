@@ -4,13 +4,16 @@
     python app.py --preset nextgpt-7b --checkpoint /models/nextgpt-7b --llm-path /models/vicuna-7b-v0 \\
         --quantization 4bit
     python app.py --port 7861 --scores-db scores.sqlite --output-dir /tmp/nextgpt-out --output-ttl 1800
+    python app.py --mcp                            # also an MCP server: one tool, `ask`, at /gradio_api/mcp/
 
 The model options (--preset, --checkpoint, --quantization, --device, --dtype, --offload, --llm-path,
 --imagebind, --image/audio/video-decoder) are those of `python -m nextgpt` (nextgpt/options.py).
 
 Also the Hugging Face Spaces entry point: `app.demo` is the gradio Blocks (built on first access, from the
 same flags' environment defaults). Environment: NEXTGPT_PRESET, NEXTGPT_CHECKPOINT, NEXTGPT_DEVICE, NEXTGPT_DTYPE, ... (each model option),
-NEXTGPT_SCORES_DB, NEXTGPT_OUTPUT_DIR, NEXTGPT_OUTPUT_TTL, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT.
+NEXTGPT_SCORES_DB, NEXTGPT_OUTPUT_DIR, NEXTGPT_OUTPUT_TTL, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT,
+GRADIO_MCP_SERVER. On a ZeroGPU Space (the `spaces` package installed) each turn runs under `spaces.GPU`
+(app/zerogpu.py).
 
 The page is served while the model loads in the background; the first turn waits for it (app/background.py).
 """
@@ -38,6 +41,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="SQLite file (default: $NEXTGPT_SCORES_DB or the cache)")
     p.add_argument("--output-dir", type=Path, default=None,
                    help="root of the per-session media folders (default: $NEXTGPT_OUTPUT_DIR or a temp folder)")
+    p.add_argument("--mcp", action="store_true",
+                   default=os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true",
+                   help="also serve the model as an MCP tool (`ask`) at /gradio_api/mcp/ (default: $GRADIO_MCP_SERVER)")
     p.add_argument("--output-ttl", type=float, default=float(os.environ.get("NEXTGPT_OUTPUT_TTL", "3600")),
                    help="seconds an idle session's media are kept")
     return p.parse_args(argv)
@@ -101,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     globals()["demo"] = demo
     from app.ui import launch
 
-    launch(demo, host=args.host, port=args.port, share=args.share, prevent_thread_lock=True)
+    launch(demo, host=args.host, port=args.port, share=args.share, mcp=args.mcp, prevent_thread_lock=True)
     demo.nextgpt_model.start()  # now: the load's imports would have slowed the server's start down
     demo.block_thread()
 

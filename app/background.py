@@ -7,8 +7,8 @@
 
 What the first screen shows (preset, what the checkpoint reads and writes) comes from the checkpoint's files
 (`nextgpt.loading.checkpoint_abilities`), so the page is ready before the weights are. `stream` waits for the
-load, then runs the model's own `stream`. A load that fails is logged once and every turn then says why, in the
-chat.
+load, then runs the model's own `stream`, under `spaces.GPU` on a ZeroGPU Space (app/zerogpu.py). A load that
+fails is logged once and every turn then says why, in the chat.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from nextgpt.config import GenerationSettings, Modality, NextGPTConfig
 from nextgpt.model import ModelUnavailableError
+
+from app.zerogpu import gpu_seconds, on_gpu
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class BackgroundModel:
         self._error: BaseException | None = None
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        # decorated now, before the app is served (ZeroGPU registers GPU functions at start-up)
+        self._gpu_stream = on_gpu(self._stream_loaded, seconds=gpu_seconds(cfg.name))
 
     # ---- loading ------------------------------------------------------------------------------------
     def start(self) -> "BackgroundModel":
@@ -80,10 +84,15 @@ class BackgroundModel:
         return self._model
 
     # ---- the model's interface ---------------------------------------------------------------------
+    def _stream_loaded(self, messages: Sequence[dict[str, Any]], settings: GenerationSettings | None = None
+                       ) -> Iterator[Any]:
+        yield from self._model.stream(messages, settings)
+
     def stream(self, messages: Sequence[dict[str, Any]], settings: GenerationSettings | None = None
                ) -> Iterator[Any]:
-        """The model's `stream`, once it is loaded."""
-        yield from self.wait().stream(messages, settings)
+        """The model's `stream`, once it is loaded (on the GPU of a ZeroGPU Space)."""
+        self.wait()
+        yield from self._gpu_stream(messages, settings)
 
     def chat(self, messages: Sequence[dict[str, Any]], settings: GenerationSettings | None = None) -> Any:
         """The model's `chat` (the whole reply at once), through `stream`."""

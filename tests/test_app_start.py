@@ -14,16 +14,19 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVED, LOADED = "Running on local URL", "model ready in"
 
 
-def test_a_normal_start_prints_no_warnings(tmp_path):
+@pytest.mark.parametrize("flags", [[], ["--mcp"]], ids=["chat", "mcp"])
+def test_a_normal_start_prints_no_warnings(tmp_path, flags):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     command = [sys.executable, "app.py", "--port", str(port), "--output-dir", str(tmp_path / "out"),
-               "--scores-db", str(tmp_path / "scores.sqlite")]
+               "--scores-db", str(tmp_path / "scores.sqlite"), *flags]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
