@@ -209,7 +209,7 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
                                    **_MODEL_EVENT))
         runs.append(api_example.click(run_example, [api_index, session, *settings], [chat_box, session],
                                       api_name="example", **_MODEL_EVENT))
-        # /ask: one question and its answer, no session (the MCP tool); files as paths, None where absent
+        # /ask: one question and its answer, no history (the MCP tool); files as paths, None where absent
         ask_in = [gr.Textbox(visible=False, label="text")]
         ask_in += [gr.File(visible=False, label=kind) for kind in ("image", "audio", "video")]
         ask_out = [gr.Textbox(visible=False, label="reply")]
@@ -263,14 +263,14 @@ def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None,
         max_file_size=MAX_UPLOAD, mcp_server=mcp, prevent_thread_lock=prevent_thread_lock or mcp, **kwargs,
     )
     if mcp:
-        _only_mcp_tools(demo.mcp_server_obj)
+        _shape_mcp_server(demo.mcp_server_obj)
         if not prevent_thread_lock:
             demo.block_thread()
     return result
 
 
-def _only_mcp_tools(server: Any) -> None:
-    """Shape gradio's MCP server (created by launch) for MCP_TOOLS, within a moment of the start.
+def _shape_mcp_server(server: Any) -> None:
+    """Shape gradio's MCP server (created by launch, shaped a moment after) for MCP_TOOLS.
 
     1. offer the MCP_TOOLS alone (gradio offers every named endpoint);
     2. one content item per output, none for an empty one: gradio 6.31 turns all the outputs of a call without
