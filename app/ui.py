@@ -5,13 +5,15 @@
 
 Named API endpoints (gradio_client): /chat, /regenerate, /undo, /clear, /example, /score, /summary,
 /export_csv, /info. The conversation lives in a per-session gr.State, so an API client keeps its history
-between calls on one `Client`.
+between calls on one `Client`. /ask is one stateless question and answer (app/tool.py); with
+`launch(..., mcp=True)` it is also the MCP server's one tool, `ask`, at /gradio_api/mcp/.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -21,6 +23,7 @@ from app.examples import EXAMPLES, EXAMPLES_DIR
 from app.handlers import SETTINGS, ChatHandlers
 from app.media import OutputRoot
 from app.store import ScoreStore
+from app.tool import make_ask
 
 # generated media are small (64 px nano images, 1 s clips): shown large with square pixels, videos looping;
 # Stop/Regenerate/Undo/Clear compact enough to share one row on a phone
@@ -73,6 +76,7 @@ JS = """
   }
 }
 """
+MCP_TOOLS = ("/ask",)  # the endpoints an MCP client is offered: the others keep a conversation in gr.State
 MAX_UPLOAD = "50mb"
 MAX_QUEUE = 64  # requests waiting for the model beyond this are refused at once ("Queue is full")
 _MODEL_EVENT = {"concurrency_id": "model", "concurrency_limit": 1}  # one model: one generation at a time
@@ -205,6 +209,12 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
                                    **_MODEL_EVENT))
         runs.append(api_example.click(run_example, [api_index, session, *settings], [chat_box, session],
                                       api_name="example", **_MODEL_EVENT))
+        # /ask: one question and its answer, no history (the MCP tool); files as paths, None where absent
+        ask_in = [gr.Textbox(visible=False, label="text")]
+        ask_in += [gr.File(visible=False, label=kind) for kind in ("image", "audio", "video")]
+        ask_out = [gr.Textbox(visible=False, label="reply")]
+        ask_out += [gr.File(visible=False, label=f"generated {kind}") for kind in ("image", "audio", "video")]
+        gr.Button(visible=False).click(make_ask(h), ask_in, ask_out, api_name="ask", **_MODEL_EVENT)
         runs += [
             undo.click(h.undo, [session], [chat_box, session], api_name="undo"),
             clear.click(h.clear, [session], [chat_box, session], api_name="clear"),
@@ -235,13 +245,43 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           max_queue: int = MAX_QUEUE, **kwargs: Any) -> Any:
+           max_queue: int = MAX_QUEUE, mcp: bool = False, **kwargs: Any) -> Any:
     """demo.launch with the output root as the only extra folder files may be served from, a bounded queue and
-    the app's CSS and JS (media sizes, looping videos, focus)."""
+    the app's CSS and JS (media sizes, looping videos, focus).
+
+    mcp: also serve the MCP server (streamable HTTP at /gradio_api/mcp/, SSE at /gradio_api/mcp/sse) with the
+    tools of MCP_TOOLS only."""
     output: OutputRoot = demo.nextgpt_output
     kwargs.setdefault("css", CSS)
     kwargs.setdefault("js", JS)
-    return demo.queue(default_concurrency_limit=1, max_size=max_queue).launch(
+    prevent_thread_lock = kwargs.pop("prevent_thread_lock", False)
+    if mcp:
+        # gradio warns that tools with a gr.State input forget it between calls: those tools are removed below
+        warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
+    result = demo.queue(default_concurrency_limit=1, max_size=max_queue).launch(
         server_name=host, server_port=port, share=share, allowed_paths=[str(output.root)],
-        max_file_size=MAX_UPLOAD, **kwargs,
+        max_file_size=MAX_UPLOAD, mcp_server=mcp, prevent_thread_lock=prevent_thread_lock or mcp, **kwargs,
     )
+    if mcp:
+        _shape_mcp_server(demo.mcp_server_obj)
+        if not prevent_thread_lock:
+            demo.block_thread()
+    return result
+
+
+def _shape_mcp_server(server: Any) -> None:
+    """Shape gradio's MCP server (created by launch, shaped a moment after) for MCP_TOOLS.
+
+    1. offer the MCP_TOOLS alone (gradio offers every named endpoint);
+    2. one content item per output, none for an empty one: gradio 6.31 turns all the outputs of a call without
+       a progress token into one text item (the repr of the list) and an empty output into the text "None"."""
+    server.tool_to_endpoint = {tool: endpoint for tool, endpoint in server.tool_to_endpoint.items()
+                               if endpoint in MCP_TOOLS}
+    postprocess = server.postprocess_output_data
+
+    def per_output(data: Any, root_url: str) -> Any:
+        if len(data) == 1 and isinstance(data[0], (list, tuple)):
+            data = list(data[0])
+        return postprocess([item for item in data if item is not None], root_url)
+
+    server.postprocess_output_data = per_output

@@ -5,6 +5,9 @@
     memory    weights per component and peak memory of a preset under a quantization / offload plan,
               computed from the real architectures on the meta device (nothing is downloaded)
     convert   the official pytorch_model.pt (pickle) -> our safetensors layout, weights-only
+    prepare   the one-time conversions a first load would do, done now (`make install` runs it): nano's bundled
+              GGUF -> a safetensors cache, nextgpt-7b's ImageBind -> the cache; prints {"prepared", "cache",
+              "seconds"}
     eval      the paper's tables on a split of the world (default val; written first when missing) through the
               chat API -> --out/report.md, report.json, items.jsonl, *.png; prints {"report", "json", "plots",
               "summary", "skipped"}
@@ -66,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", type=Path, required=True, help="output folder")
     c.add_argument("--config", type=Path, default=None,
                    help="config.json of the model to convert for (default: the nextgpt-7b preset)")
+
+    pr = sub.add_parser("prepare", help="write the caches a first load would write (the GGUF conversion)")
+    add_model_args(pr)
 
     e = sub.add_parser("eval", help="the paper's tables on a split of the world (default val)")
     add_model_args(e)
@@ -192,6 +198,21 @@ def cmd_convert(args: argparse.Namespace) -> dict[str, Any]:
     return {"converted": str(out)}
 
 
+def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the preset once without its decoders, so that every cache a load writes is written (those already
+    there are read, not rewritten)."""
+    import time
+
+    from nextgpt.llm import cache_dir
+    from nextgpt.loading import load_model
+    from nextgpt.options import quiet_libraries
+
+    quiet_libraries()  # an install step: no library warnings (the GGUF conversion keeps its progress bar)
+    start = time.perf_counter()
+    load_model(**model_kwargs(args), load_decoders=False)
+    return {"prepared": args.preset, "cache": str(cache_dir()), "seconds": round(time.perf_counter() - start, 1)}
+
+
 def _load(args: argparse.Namespace) -> Any:
     import torch
 
@@ -311,8 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
-    commands = {"generate": cmd_generate, "memory": cmd_memory, "convert": cmd_convert, "eval": cmd_eval,
-                "bench": cmd_bench}
+    commands = {"generate": cmd_generate, "memory": cmd_memory, "convert": cmd_convert, "prepare": cmd_prepare,
+                "eval": cmd_eval, "bench": cmd_bench}
     try:
         result = commands[args.command](args)
     except (UserError, FileNotFoundError, ValueError) as err:

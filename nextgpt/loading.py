@@ -101,6 +101,69 @@ def save_checkpoint(model: Any, folder: str | Path, *, parts: tuple[str, ...] = 
     return folder
 
 
+def resolve_config(
+    name: str | None = "nano",
+    *,
+    folder: Path | None = None,
+    llm_path: str | None = None,
+    encoder_path: str | None = None,
+    decoder_paths: dict[str, str] | None = None,
+) -> tuple[NextGPTConfig, Path]:
+    """(config, checkpoint folder) that `load_model` builds from the same arguments; reads config.json only.
+
+    The folder's config.json wins over the preset; the weight paths given replace the config's."""
+    from nextgpt.model import default_checkpoint_dir
+
+    folder = Path(folder) if folder is not None else (default_checkpoint_dir(name) if name else None)
+    if folder is not None and (folder / "config.json").is_file():
+        cfg = NextGPTConfig.load(folder)
+        if name and cfg.name != name:
+            raise ValueError(f"{folder} holds a {cfg.name!r} checkpoint, not {name!r}")
+    elif name:
+        cfg = NextGPTConfig.from_name(name)
+    else:
+        raise FileNotFoundError(f"no config.json in {folder}")
+    if llm_path:
+        cfg = cfg.replace(llm=cfg.llm.__class__(**{**cfg.llm.__dict__, "path": llm_path}))
+    if encoder_path:
+        cfg = cfg.replace(encoder=cfg.encoder.__class__(**{**cfg.encoder.__dict__, "path": encoder_path}))
+    if decoder_paths:
+        specs = tuple(
+            spec.__class__(**{**spec.__dict__, "path": decoder_paths.get(spec.modality.value, spec.path)})
+            for spec in cfg.decoders
+        )
+        cfg = cfg.replace(decoders=specs)
+    return cfg, folder if folder is not None else Path(".")
+
+
+def checkpoint_abilities(cfg: NextGPTConfig, folder: Path, *, load_encoder: bool = True,
+                         load_decoders: bool = True) -> tuple[bool, set[Modality]]:
+    """(reads media, modalities it writes) of `load_model` on this folder, from which files are there: no
+    weights are read (the app shows them while the model is still loading).
+
+    The rules are load_model's: media are read with an encoder (folder/encoder or cfg.encoder.path) and the
+    input projection; a modality is written when its output projector is in the file (beside the token rows)
+    and its decoder folder holds a diffusers pipeline."""
+    from safetensors import safe_open
+
+    reads = load_encoder and ((folder / "encoder").is_dir() or bool(cfg.encoder.path)) \
+        and (folder / INPUT_PROJECTION).is_file()
+    writes: set[Modality] = set()
+    projectors = folder / OUTPUT_PROJECTORS
+    if load_decoders and projectors.is_file() and (folder / TOKEN_ROWS).is_file():
+        try:
+            with safe_open(projectors, framework="pt") as f:
+                keys = list(f.keys())
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{projectors}: not a readable safetensors file (truncated or corrupt?): {err}") \
+                from None
+        for spec in cfg.decoders:
+            source = Path(spec.path).expanduser() if spec.path else folder / "decoders" / spec.modality.value
+            if any(k.startswith(spec.modality.value + ".") for k in keys) and (source / "model_index.json").is_file():
+                writes.add(spec.modality)
+    return reads, writes
+
+
 def load_model(
     name: str | None = "nano",
     *,
@@ -122,31 +185,13 @@ def load_model(
     offload: the decoders and the encoder wait on the CPU and move to the GPU only while they run.
     """
     from nextgpt.llm import resolve_dtype
-    from nextgpt.model import NextGPT, default_checkpoint_dir
+    from nextgpt.model import NextGPT
 
     dtype = resolve_dtype(dtype, device)
 
     # 1. config: the folder's config.json wins; the preset is the fallback
-    folder = Path(folder) if folder is not None else (default_checkpoint_dir(name) if name else None)
-    if folder is not None and (folder / "config.json").is_file():
-        cfg = NextGPTConfig.load(folder)
-        if name and cfg.name != name:
-            raise ValueError(f"{folder} holds a {cfg.name!r} checkpoint, not {name!r}")
-    elif name:
-        cfg = NextGPTConfig.from_name(name)
-    else:
-        raise FileNotFoundError(f"no config.json in {folder}")
-    if llm_path:
-        cfg = cfg.replace(llm=cfg.llm.__class__(**{**cfg.llm.__dict__, "path": llm_path}))
-    if encoder_path:
-        cfg = cfg.replace(encoder=cfg.encoder.__class__(**{**cfg.encoder.__dict__, "path": encoder_path}))
-    if decoder_paths:
-        specs = tuple(
-            spec.__class__(**{**spec.__dict__, "path": decoder_paths.get(spec.modality.value, spec.path)})
-            for spec in cfg.decoders
-        )
-        cfg = cfg.replace(decoders=specs)
-    folder = folder if folder is not None else Path(".")
+    cfg, folder = resolve_config(name, folder=folder, llm_path=llm_path, encoder_path=encoder_path,
+                                 decoder_paths=decoder_paths)
 
     # 2. LLM (+ token rows, + LoRA)
     device_map = {"": device} if device.startswith("cuda") else None

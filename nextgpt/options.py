@@ -1,4 +1,5 @@
-"""The model options shared by `python -m nextgpt` and `app.py`: one definition, one mapping to `load_model`.
+"""The model options shared by `python -m nextgpt` and `app.py`: one definition, one mapping to `load_model`;
+and `quiet_libraries`, which keeps the libraries' warnings out of the app's log and of install steps.
 
     parser = argparse.ArgumentParser()
     add_model_args(parser)
@@ -50,3 +51,32 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "dtype": args.dtype, "offload": args.offload, "llm_path": args.llm_path, "encoder_path": args.imagebind,
         "decoder_paths": decoders or None,
     }
+
+
+def quiet_libraries(*, import_them: bool = True) -> None:
+    """Keep the libraries' start-up chatter out of a server log or an install step: progress bars,
+    deprecation notices, the optional-kernel and text-encoder-type warnings (none of which a user can act
+    on), per-request lines.
+
+    import_them=False does what costs nothing (warning filters, log levels, the environment that transformers
+    reads when it is imported) and leaves diffusers' progress bars to a later call: switching them off imports
+    diffusers (seconds), which the app does in the background while the page is already served."""
+    import logging
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("ignore", message="enable_nested_tensor", category=UserWarning)
+    for name in ("bitsandbytes", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    if not import_them:
+        return
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    for library in (transformers_logging, diffusers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from conftest import run_nextgpt
+from conftest import ROOT, run_nextgpt
 from nextgpt.cli import main
 
 
@@ -61,3 +65,26 @@ def test_argparse_errors_exit_2(argv):
     with pytest.raises(SystemExit) as err:
         main(argv)
     assert err.value.code == 2
+
+
+def test_prepare_converts_the_bundled_gguf_at_install_time(tmp_path, monkeypatch, caplog):
+    """`make install` runs `python -m nextgpt prepare`: it writes nano's safetensors cache, quietly, and a later
+    load reads that cache instead of converting the GGUF (~20 s) on the app's start or a first message."""
+    import torch
+
+    from nextgpt.config import NextGPTConfig
+    from nextgpt.llm import _load_gguf
+
+    cfg = NextGPTConfig.from_name("nano").llm
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NEXTGPT_CACHE", str(cache))
+    out, stderr = run_nextgpt("prepare", "--preset", "nano")
+    assert out["prepared"] == "nano" and out["cache"] == str(cache) and out["seconds"] > 0
+    assert (cache / Path(cfg.gguf_file).stem / "model.safetensors").is_file()
+    assert not re.search(r"warn|deprecat", stderr, re.IGNORECASE), stderr  # the conversion's progress bar stays
+    with caplog.at_level(logging.INFO, logger="nextgpt.llm"):
+        _load_gguf(cfg, torch.float32)
+    assert "converting" not in caplog.text
+    dry_run = subprocess.run(["make", "-n", "-B", "install", "VENV=/no/venv"], cwd=ROOT, capture_output=True,
+                             text=True, check=True)
+    assert "/no/venv/bin/python -m nextgpt prepare --preset nano" in dry_run.stdout

@@ -180,3 +180,23 @@ def test_output_projectors_load_whole_or_not_at_all(tiny_model, tmp_path):
     save_safetensors(state | {"depth.fc.weight": torch.zeros(1)}, tmp_path / "stray.safetensors")
     with pytest.raises(CheckpointError, match="unexpected key 'depth.fc.weight'"):
         load_output_projectors(tiny_model, tmp_path / "stray.safetensors")
+
+
+def test_checkpoint_abilities_are_what_a_load_finds(tmp_path):
+    """What the app shows before the weights load (read from the files) is what load_model then finds: the
+    shipped nano checkpoint, and a copy without the encoder and with the image decoder only."""
+    from nextgpt.loading import checkpoint_abilities, load_model, resolve_config
+
+    cfg, shipped = resolve_config("nano")
+    partial = tmp_path / "nano"
+    partial.mkdir()
+    for path in shipped.iterdir():
+        if path.name not in ("encoder", "decoders"):
+            (partial / path.name).symlink_to(path)
+    (partial / "decoders").mkdir()
+    (partial / "decoders" / "image").symlink_to(shipped / "decoders" / "image")
+    expected = {shipped: (True, set(Modality)), partial: (False, {Modality.IMAGE})}
+    for folder, abilities in expected.items():
+        assert checkpoint_abilities(*resolve_config("nano", folder=folder)) == abilities
+        model = load_model("nano", folder=folder)
+        assert (model.can_encode, model.can_generate) == abilities
