@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 
 from nextgpt.eval.questions import GENERAL_QUESTIONS
-from nextgpt.media import save_audio, save_image, save_video
+from nextgpt.media import save_image, save_video
 from nextgpt.study.spec import STUDIES_DIR
 from nextgpt.world import SAMPLE_RATE, VIDEO_FPS, ImageSpec, random_edit, sample_spec
 from nextgpt.world.prompts import TEST_COMPREHENSION_PROMPTS, TEST_EDIT_PROMPTS, TEST_T2M_REQUESTS
@@ -85,8 +86,8 @@ def _save(spec: Any, path: Path) -> None:
     media = spec.render()
     if spec.modality == "image":
         save_image(media, path)
-    elif spec.modality == "audio":
-        save_audio(media, path, SAMPLE_RATE)
+    elif spec.modality == "audio":  # FLAC: the same 16-bit samples as WAV in a quarter of the bytes
+        sf.write(str(path), media, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
     else:
         save_video(media, path, fps=VIDEO_FPS)
 
@@ -108,7 +109,7 @@ def items(folder: Path) -> list[dict[str, Any]]:
     media.mkdir(parents=True, exist_ok=True)
     out: list[dict[str, Any]] = []
     for modality, letter in LETTER.items():
-        ext = {"image": "png", "audio": "wav", "video": "mp4"}[modality]
+        ext = {"image": "png", "audio": "flac", "video": "mp4"}[modality]
         code = letter.lower()
         for n, spec in enumerate(_distinct(modality, rng, COUNTS["describe"]), 1):
             item_id = f"{code}2t-{n:02d}"
