@@ -11,9 +11,10 @@ The model options (--preset, --checkpoint, --quantization, --device, --dtype, --
 
 Also the Hugging Face Spaces entry point: `app.demo` is the gradio Blocks (built on first access, from the
 same flags' environment defaults). Environment: NEXTGPT_PRESET, NEXTGPT_CHECKPOINT, NEXTGPT_DEVICE, NEXTGPT_DTYPE, ... (each model option),
-NEXTGPT_SCORES_DB, NEXTGPT_OUTPUT_DIR, NEXTGPT_OUTPUT_TTL, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT,
+NEXTGPT_SCORES_DB, NEXTGPT_OUTPUT_DIR, NEXTGPT_OUTPUT_TTL, NEXTGPT_ADMIN_TOKEN, GRADIO_SERVER_NAME, GRADIO_SERVER_PORT,
 GRADIO_MCP_SERVER. On a ZeroGPU Space (the `spaces` package installed) each turn runs under `spaces.GPU`
-(app/zerogpu.py).
+(app/zerogpu.py). Evaluation studies (docs/study.md): `--admin-token` unlocks results and exports; `--study`
+picks the studies.
 
 The page is served while the model loads in the background; the first turn waits for it (app/background.py).
 """
@@ -46,6 +47,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="also serve the model as an MCP tool (`ask`) at /gradio_api/mcp/ (default: $GRADIO_MCP_SERVER)")
     p.add_argument("--output-ttl", type=float, default=float(os.environ.get("NEXTGPT_OUTPUT_TTL", "3600")),
                    help="seconds an idle session's media are kept")
+    p.add_argument("--admin-token", default=os.environ.get("NEXTGPT_ADMIN_TOKEN"),
+                   help="unlocks evaluation results and exports in the Evaluation tab (default: $NEXTGPT_ADMIN_TOKEN; "
+                        "without one they are not served)")
+    p.add_argument("--study", action="append", default=None,
+                   help="evaluation study to offer raters (repeatable; default: every bundled prepared study)")
     return p.parse_args(argv)
 
 
@@ -65,6 +71,7 @@ def create_demo(args: argparse.Namespace, *, load: bool = True) -> Any:
     output = OutputRoot(args.output_dir, ttl_seconds=args.output_ttl)
     # gradio's own cache (uploads, copies of what it serves) under the same root; read when gradio is imported
     os.environ.setdefault("GRADIO_TEMP_DIR", str(output.root / "gradio"))
+    from app.study_tab import available_studies
     from app.ui import build_demo
 
     kwargs = model_kwargs(args)
@@ -87,7 +94,8 @@ def create_demo(args: argparse.Namespace, *, load: bool = True) -> Any:
         note = (f"No trained checkpoint in {folder} yet: this is the plain base LLM, without any NExT-GPT "
                 "training; expect generic text answers.")
     demo = build_demo(model, output=output, store=ScoreStore(args.scores_db), note=note,
-                      version=model_version(model, folder))
+                      version=model_version(model, folder), studies=available_studies(args.study),
+                      admin_token=args.admin_token)
     demo.nextgpt_model = model
     if load:
         model.start()

@@ -3,10 +3,11 @@
     demo = build_demo(NextGPT.from_preset("nano"))       # any object with stream / can_encode / can_generate / cfg
     launch(demo, host="127.0.0.1", port=7860)
 
-Named API endpoints (gradio_client): /chat, /regenerate, /undo, /clear, /example, /score, /summary,
-/export_csv, /info. The conversation lives in a per-session gr.State, so an API client keeps its history
-between calls on one `Client`. /ask is one stateless question and answer (app/tool.py); with
-`launch(..., mcp=True)` it is also the MCP server's one tool, `ask`, at /gradio_api/mcp/.
+Named API endpoints (gradio_client): /chat, /regenerate, /undo, /clear, /example, /score, /info, the
+study endpoints and, with an admin token, /summary and /export_csv (app/study_tab.py). The conversation
+lives in a per-session gr.State, so an API client keeps its history between calls on one `Client`. /ask is one
+stateless question and answer (app/tool.py); with `launch(..., mcp=True)` it is also the MCP server's one tool,
+`ask`, at /gradio_api/mcp/.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import functools
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import gradio as gr
 
@@ -24,6 +25,8 @@ from app.handlers import SETTINGS, ChatHandlers
 from app.media import OutputRoot
 from app.store import ScoreStore
 from app.tool import make_ask
+from app.study_tab import CSS as STUDY_CSS
+from app.study_tab import StudyTab, available_studies
 
 # generated media are small (64 px nano images, 1 s clips): shown large with square pixels, videos looping;
 # Stop/Regenerate/Undo/Clear compact enough to share one row on a phone
@@ -117,17 +120,22 @@ def _settings_panel() -> list[gr.components.Component]:
 
 
 def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStore | None = None, note: str = "",
-               version: str | None = None, examples_dir: Path = EXAMPLES_DIR) -> gr.Blocks:
+               version: str | None = None, examples_dir: Path = EXAMPLES_DIR, studies: Sequence[Any] | None = None,
+               admin_token: str | None = None) -> gr.Blocks:
     """The app around `model` (a NextGPT, or anything with its stream / can_encode / can_generate / cfg).
 
     output: where session media go (default: a fresh temp folder); store: the scores database (default:
     $NEXTGPT_SCORES_DB or the cache folder); note: shown in bold under the capabilities (e.g. that the weights
-    are random); version: the model version recorded with scores (default: a hash of the config and parts).
+    are random); version: the model version recorded with scores (default: a hash of the config and parts);
+    studies: prepared evaluation studies (default: every bundled one that is prepared); admin_token: unlocks
+    results and exports (without it they are not served at all).
     """
     output = output or OutputRoot()
     store = store or ScoreStore()
     h = ChatHandlers(model, output, store, note=note, version=version, examples_dir=examples_dir)
     ttl = int(output.ttl_seconds)
+    study_tab = StudyTab(available_studies() if studies is None else studies, store, output,
+                         admin_token=admin_token, chat=h)
 
     with gr.Blocks(title="NExT-GPT", delete_cache=(max(60, ttl // 4), ttl)) as demo:
         session = gr.State(None, delete_callback=lambda s: output.remove(s.id) if s is not None else None)
@@ -155,7 +163,8 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
                 info = gr.Markdown(h.info, elem_id="about-info")
 
         with gr.Tab("Evaluation", id="evaluation") as eval_tab:
-            gr.Markdown("Score the assistant's turns of **this** conversation from 1 (useless) to 10 (perfect) "
+            study_tab.rating_panel(demo)
+            gr.Markdown("### Score this chat\nScore the assistant's turns of **this** conversation from 1 (useless) to 10 (perfect) "
                         "for what was asked; the conversion type is derived from the turn.")
             with gr.Row():
                 evaluator = gr.Textbox(label="Evaluator", placeholder="your name", elem_id="evaluator")
@@ -164,12 +173,7 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
             comment = gr.Textbox(label="Comment (optional)", lines=2, elem_id="comment")
             save = gr.Button("Save score", variant="primary", elem_id="save-score")
             status = gr.Markdown(elem_id="score-status")
-            gr.Markdown(f"### Scores of model version `{h.version}`: mean and 95% interval per conversion type")
-            refresh = gr.Button("Refresh summary", elem_id="refresh-summary")
-            plot = gr.BarPlot(x="category", y="mean", y_lim=[0, 10], label="Mean score", elem_id="summary-plot")
-            table = gr.Dataframe(label="Summary", interactive=False, elem_id="summary-table")
-            export_btn = gr.Button("Export all scores as CSV", elem_id="export")
-            export_file = gr.File(label="CSV", interactive=False, elem_id="export-file")
+            study_tab.admin_panel()
 
         # ---- events: chat ----------------------------------------------------------------------------
         def refresh_turns(s: Any) -> Any:
@@ -229,15 +233,11 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
         # ---- events: evaluation ----------------------------------------------------------------------
         eval_tab.select(refresh_turns, [session], [turn], api_visibility="private")
-        saved = save.click(h.score, [evaluator, turn, score, comment, session], [status], api_name="score_ui",
-                           api_visibility="private")
+        save.click(h.score, [evaluator, turn, score, comment, session], [status], api_name="score_ui",
+                   api_visibility="private")
         api_turn = gr.Number(visible=False, precision=0)
         api_score = gr.Button(visible=False)
         api_score.click(h.score, [evaluator, api_turn, score, comment, session], [status], api_name="score")
-        for i, trigger in enumerate((saved.then, refresh.click, eval_tab.select, demo.load)):
-            trigger(h.summary, None, [plot, table], api_name=f"summary_ui{i}", api_visibility="private")
-        gr.Button(visible=False).click(h.summary, None, [plot, table], api_name="summary")
-        export_btn.click(h.export, None, [export_file], api_name="export_csv")
         gr.Button(visible=False).click(lambda: h.info, None, [info], api_name="info")
 
     demo.nextgpt_output = output  # read by `launch` for allowed_paths
@@ -246,20 +246,21 @@ def build_demo(model: Any, *, output: OutputRoot | None = None, store: ScoreStor
 
 def launch(demo: gr.Blocks, *, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            max_queue: int = MAX_QUEUE, mcp: bool = False, **kwargs: Any) -> Any:
-    """demo.launch with the output root as the only extra folder files may be served from, a bounded queue and
-    the app's CSS and JS (media sizes, looping videos, focus).
+    """demo.launch with the output root and the studies' folders as the only extra folders files may be served
+    from, a bounded queue and the app's CSS and JS (media sizes, looping videos, focus).
 
     mcp: also serve the MCP server (streamable HTTP at /gradio_api/mcp/, SSE at /gradio_api/mcp/sse) with the
     tools of MCP_TOOLS only."""
     output: OutputRoot = demo.nextgpt_output
-    kwargs.setdefault("css", CSS)
+    kwargs.setdefault("css", CSS + STUDY_CSS)
     kwargs.setdefault("js", JS)
     prevent_thread_lock = kwargs.pop("prevent_thread_lock", False)
     if mcp:
         # gradio warns that tools with a gr.State input forget it between calls: those tools are removed below
         warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
     result = demo.queue(default_concurrency_limit=1, max_size=max_queue).launch(
-        server_name=host, server_port=port, share=share, allowed_paths=[str(output.root)],
+        server_name=host, server_port=port, share=share,
+        allowed_paths=[str(output.root), *getattr(demo, "nextgpt_allowed_paths", [])],
         max_file_size=MAX_UPLOAD, mcp_server=mcp, prevent_thread_lock=prevent_thread_lock or mcp, **kwargs,
     )
     if mcp:

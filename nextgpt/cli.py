@@ -14,6 +14,9 @@
     bench     speed and memory on this CPU against the targets and the official demo's way -> --out/bench.json,
               bench.md; prints {"bench", "md", "targets", "speedup_vs_official"}. With --preset nextgpt-7b
               --random-weights --scale tiny|full: the 7B path with random weights (nextgpt/eval/bench7b.py)
+    study     human evaluation studies (nextgpt/study/): `study prepare` generates every system's answers once
+              (progress bar, resumable); `study raters` makes per-rater links; `study results` and
+              `study export` read the ratings from the app's scores database (docs/study.md)
 """
 
 from __future__ import annotations
@@ -114,6 +117,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after which no further setting starts (its row says so)")
     r.add_argument("--work-dir", type=Path, default=None,
                    help="where to build the stand-in release (default: a temp folder, removed after)")
+    st = sub.add_parser("study", help="human evaluation studies: prepare, raters, results, export")
+    study_sub = st.add_subparsers(dest="study_command", required=True)
+    sp = study_sub.add_parser("prepare", help="every system's answer to every item, once (resumable)")
+    sp.add_argument("--study", default="default", help="a bundled study's name or a study folder (default: default)")
+    sp.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    sp.add_argument("--dtype", default="auto", help="compute dtype (auto: float32 on the CPU)")
+    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    for name, help_text in (("raters", "per-rater sign-in links (tokens) for named raters"),
+                            ("results", "means, intervals, paired differences, agreement and plots"),
+                            ("export", "every rating as CSV and JSONL")):
+        q = study_sub.add_parser(name, help=help_text)
+        q.add_argument("--study", default="default", help="a bundled study's name or a study folder")
+        q.add_argument("--scores-db", type=Path, default=None,
+                       help="the app's SQLite file (default: $NEXTGPT_SCORES_DB or the cache)")
+        if name == "raters":
+            q.add_argument("names", nargs="+", help="the raters' names")
+            q.add_argument("--url", default="http://127.0.0.1:7860/", help="the app's address, for the links")
+        else:
+            q.add_argument("--out", type=Path, default=Path("runs/study"), help="folder for the files")
     return parser
 
 
@@ -327,13 +350,71 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
             "speedup_vs_official": speedup["value"]}
 
 
+def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
+    from nextgpt.study import load_study
+
+    study = load_study(args.study)
+    if args.study_command == "prepare":
+        from nextgpt.study.prepare import prepare
+
+        return prepare(study, *_study_models(args), progress=not args.no_progress)
+    # the ratings live in the app's evaluation store (app/store.py), beside the chat scores
+    from app.store import ScoreStore
+
+    store = ScoreStore(args.scores_db)
+    if args.study_command == "raters":
+        import secrets
+        from urllib.parse import urlencode
+
+        links = {}
+        for name in args.names:
+            token = secrets.token_urlsafe(18)
+            store.add_study_rater(study.name, name, token)
+            links[name] = f"{args.url.rstrip('/')}/?{urlencode({'study': study.name, 'rater': token})}"
+        return {"study": study.name, "links": links}
+    from nextgpt.study.results import compute, export, write_results
+
+    ratings = store.study_ratings(study.name)
+    if args.study_command == "export":
+        return {"study": study.name, "ratings": len(ratings), **export(study, ratings, args.out)}
+    results = compute(study, ratings)
+    return {"study": study.name, **write_results(results, args.out), "summary": results.summary()}
+
+
+def _study_models(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(load_model, weights_of) for `prepare`: each (preset, checkpoint) is loaded once and shared by its
+    systems; a system's weights version is its checkpoint's weight hash."""
+    from nextgpt.eval.provenance import weight_hash
+    from nextgpt.model import NextGPT, default_checkpoint_dir
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    loaded: dict[tuple[str, str], Any] = {}
+
+    def folder(system: Any) -> Path:
+        return Path(system.checkpoint) if system.checkpoint else default_checkpoint_dir(system.preset)
+
+    def load_model(system: Any) -> Any:
+        key = (system.preset, str(folder(system)))
+        if key not in loaded:
+            loaded[key] = NextGPT.from_preset(system.preset, folder=folder(system), device=args.device,
+                                              dtype=args.dtype)
+        return loaded[key]
+
+    return load_model, lambda system: weight_hash(folder(system))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     commands = {"generate": cmd_generate, "memory": cmd_memory, "convert": cmd_convert, "prepare": cmd_prepare,
-                "eval": cmd_eval, "bench": cmd_bench}
+                "eval": cmd_eval, "bench": cmd_bench, "study": cmd_study}
     try:
         result = commands[args.command](args)
     except (UserError, FileNotFoundError, ValueError) as err:

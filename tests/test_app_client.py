@@ -18,13 +18,16 @@ from app.store import ScoreStore
 from app.ui import build_demo, launch
 
 
+ADMIN = "admin-token-of-this-test"
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("client")
     model = tiny_model()
     store = ScoreStore(root / "scores.sqlite")
     output = OutputRoot(root / "out")
-    demo = build_demo(model, output=output, store=store, note=STANDIN_NOTE)
+    demo = build_demo(model, output=output, store=store, note=STANDIN_NOTE, admin_token=ADMIN)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -67,9 +70,12 @@ def test_two_turns_with_media(served, tmp_path):
     assert client.predict("client", 2, 7, "ok", api_name="/score").startswith("Saved score 7 for turn 2 (multi-turn)")
     (row,) = store.rows()
     assert (row["evaluator"], row["score"], row["conversion"]) == ("client", 7, "T->I+V")
-    _, table = client.predict(api_name="/summary")
+    _, table = client.predict(ADMIN, api_name="/summary")  # the summary and export: the admin only
     assert table["data"] == [["multi-turn", 1, 7.0, None, None]]
-    assert Path(client.predict(api_name="/export_csv")).read_text().count("\n") == 2
+    assert Path(client.predict(ADMIN, api_name="/export_csv")).read_text().count("\n") == 2
+    for endpoint in ("/summary", "/export_csv"):
+        with pytest.raises(Exception, match="admin"):
+            client.predict("not-the-token", api_name=endpoint)
 
     # 4. another client is another session; undo and clear act on this one only
     other = Client(url, verbose=False, download_files=False)
