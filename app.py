@@ -52,7 +52,8 @@ def create_demo(args: argparse.Namespace) -> Any:
     # gradio's own cache (uploads, copies of what it serves) under the same root; read when gradio is imported
     os.environ.setdefault("GRADIO_TEMP_DIR", str(output.root / "gradio"))
     from app.ui import build_demo
-    from nextgpt.model import NextGPT, default_checkpoint_dir
+    from nextgpt.loading import default_checkpoint_dir
+    from nextgpt.model import NextGPT
 
     from nextgpt.options import model_kwargs
 

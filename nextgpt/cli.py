@@ -209,7 +209,7 @@ def _load(args: argparse.Namespace) -> Any:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from nextgpt.eval import EvalConfig, evaluate, write_report
 
-    from nextgpt.model import default_checkpoint_dir
+    from nextgpt.loading import default_checkpoint_dir
     from nextgpt.world.records import ensure_split
 
     if args.limit is not None and args.limit < 1:
@@ -293,7 +293,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         args.preset, folder=str(args.checkpoint) if args.checkpoint else None,
         quantization=args.quantization if args.quantization != "none" else None,
         device=args.device if args.device != "cpu" else None)
-    from nextgpt.model import default_checkpoint_dir
+    from nextgpt.loading import default_checkpoint_dir
 
     result = benchmark(model, BenchConfig(quick=args.quick, seed=args.seed), cold_start_cmd=cold, load_s=load_s,
                        checkpoint=args.checkpoint or default_checkpoint_dir(args.preset))

@@ -37,6 +37,34 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     assert rows.shape == (len(cfg.added_tokens), cfg.llm.hidden_size) and torch.all(rows[-3:] == 0.5)
 
 
+
+def test_load_model_builds_the_class_it_is_given(tiny_model, tmp_path, monkeypatch):
+    """Loading sits below the model: `load_model` builds the class it is handed (a subclass stays one) and fills
+    in the parts the folder holds."""
+    from nextgpt import loading
+    from nextgpt.model import NextGPT
+
+    class Mine(NextGPT):
+        pass
+
+    with torch.no_grad():
+        tiny_model.input_proj.weight.add_(1.0)
+    save_checkpoint(tiny_model, tmp_path, parts=("input", "output", "rows"))
+    monkeypatch.setattr(loading, "load_llm", lambda cfg, **kwargs: (tiny_model.llm, tiny_model.tokenizer))
+    model = Mine.from_pretrained(tmp_path, load_encoder=False, load_decoders=False)
+    assert type(model) is Mine and model.cfg == tiny_model.cfg
+    assert torch.equal(model.input_proj.weight, tiny_model.input_proj.weight)
+    assert not model.can_encode and not model.can_generate  # no encoder and no decoders were asked for
+
+
+def test_checkpoint_paths_follow_nextgpt_checkpoints(monkeypatch, tmp_path):
+    from nextgpt.loading import REPO_ROOT, default_checkpoint_dir
+
+    monkeypatch.delenv("NEXTGPT_CHECKPOINTS", raising=False)
+    assert default_checkpoint_dir("nano") == REPO_ROOT / "checkpoints" / "nano"
+    monkeypatch.setenv("NEXTGPT_CHECKPOINTS", str(tmp_path))
+    assert default_checkpoint_dir("nano") == tmp_path / "nano"
+
 def test_truncated_file_names_the_file(tmp_path):
     path = tmp_path / INPUT_PROJECTION
     save_file({"weight": torch.zeros(4, 4)}, path)
