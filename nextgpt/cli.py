@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from nextgpt.config import MODEL_PRESETS, QUANTIZATIONS
 from nextgpt.options import add_model_args, model_kwargs
 
 log = logging.getLogger("nextgpt")
@@ -56,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, default=Path("outputs"), help="folder for generated media")
 
     m = sub.add_parser("memory", help="memory plan from the real architectures on the meta device")
-    m.add_argument("--preset", default="nextgpt-7b", choices=["nano", "nextgpt-7b"])
-    m.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"])
+    m.add_argument("--preset", default="nextgpt-7b", choices=MODEL_PRESETS)
+    m.add_argument("--quantization", default="none", choices=QUANTIZATIONS)
     m.add_argument("--offload", action="store_true", help="decoders offloaded to the CPU between uses")
     m.add_argument("--json", type=Path, default=None, help="also write the JSON here")
 

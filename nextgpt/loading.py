@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from nextgpt.config import Modality, NextGPTConfig
+from nextgpt.config import MODEL_PRESETS, PRESETS, Modality, NextGPTConfig
 from nextgpt.llm import load_llm, load_token_rows, quantize_loaded, resolve_dtype, save_safetensors, token_rows
 
 if TYPE_CHECKING:
@@ -168,6 +168,8 @@ def load_model(
         cfg = NextGPTConfig.load(folder)
         if name and cfg.name != name:
             raise ValueError(f"{folder} holds a {cfg.name!r} checkpoint, not {name!r}")
+    elif name in PRESETS and name not in MODEL_PRESETS:
+        raise ValueError(f"the {name!r} preset has no weights to load; build it with random ones (nextgpt/tiny.py)")
     elif name:
         cfg = NextGPTConfig.from_name(name)
     else:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from app.standin import tiny_pipeline
 from nextgpt.config import DecoderSpec, Modality, NextGPTConfig
 from nextgpt.decode import (
     NANO_CAPTION_TOKENS,
@@ -23,16 +22,11 @@ from nextgpt.decode import (
     nano_decoder_components,
     reference_decoder_components,
 )
+from nextgpt.tiny import tiny_pipeline
 
-COND_DIM = 32
-TINY_SPECS = (
-    DecoderSpec(Modality.IMAGE, "IMG", 4, "StableDiffusionPipeline", cond_len=16, cond_dim=COND_DIM,
-                height=32, width=32, num_inference_steps=2, guidance_scale=3.0),
-    DecoderSpec(Modality.AUDIO, "AUD", 4, "AudioLDMPipeline", cond_len=1, cond_dim=COND_DIM,
-                audio_seconds=0.5, num_inference_steps=2, guidance_scale=3.0),
-    DecoderSpec(Modality.VIDEO, "VID", 4, "TextToVideoSDPipeline", cond_len=16, cond_dim=COND_DIM,
-                height=32, width=32, num_frames=3, num_inference_steps=2, guidance_scale=3.0),
-)
+TINY = NextGPTConfig.from_name("tiny")
+TINY_SPECS = tuple(TINY.decoder(m) for m in (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO))
+COND_DIM = TINY_SPECS[0].cond_dim
 EXPECTED_SHAPE = {Modality.IMAGE: (32, 32, 3), Modality.AUDIO: (8000,), Modality.VIDEO: (3, 32, 32, 3)}
 
 
@@ -42,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny_cfg() -> NextGPTConfig:
     """Tiny decoders with their own tiny text encoders (saved inside each pipeline folder)."""
-    return NextGPTConfig.from_name("nano").replace(decoders=TINY_SPECS, caption_encoder="")
+    return TINY.replace(caption_encoder="")
 
 
 @pytest.fixture(scope="module")
