@@ -36,6 +36,21 @@ def run_nextgpt(*args: str, cwd: Path = ROOT, timeout: int = 900) -> tuple[dict,
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need a CUDA GPU and those marked `weights7b` the real nextgpt-7b weights in
+    NEXTGPT_7B_DIR: where either is missing they are skipped, and the summary says why."""
+    weights = os.environ.get("NEXTGPT_7B_DIR")
+    missing = {
+        "gpu": None if torch.cuda.is_available() else "needs a CUDA GPU",
+        "weights7b": None if weights and Path(weights).is_dir() else
+        "needs the real nextgpt-7b weights: set NEXTGPT_7B_DIR to the folder of the README's 7B section",
+    }
+    for item in items:
+        reasons = [reason for marker, reason in missing.items() if reason and item.get_closest_marker(marker)]
+        if reasons:
+            item.add_marker(pytest.mark.skip(reason="; ".join(reasons)))
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread: tiny models gain nothing from two, and on a shared 2-core machine two threads contend

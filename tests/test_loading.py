@@ -57,6 +57,13 @@ def test_load_model_builds_the_class_it_is_given(tiny_model, tmp_path, monkeypat
     assert not model.can_encode and not model.can_generate  # no encoder and no decoders were asked for
 
 
+
+def test_a_preset_without_weights_is_refused(tmp_path):
+    from nextgpt.model import NextGPT
+
+    with pytest.raises(ValueError, match="'tiny' preset has no weights to load"):
+        NextGPT.from_preset("tiny", folder=tmp_path)
+
 def test_checkpoint_paths_follow_nextgpt_checkpoints(monkeypatch, tmp_path):
     from nextgpt.loading import REPO_ROOT, default_checkpoint_dir
 
@@ -177,17 +184,6 @@ def test_7b_architecture_on_meta():
     fp16 = memory_plan("nextgpt-7b", quantization="none", offload=False)
     assert plan["peak_gb"] < fp16["peak_gb"]
     assert fp16["components"][0]["gb"] > 12.5  # a 7B LLM in fp16
-
-
-def test_dtype_auto_is_half_on_cuda_and_float32_on_cpu():
-    from nextgpt.llm import resolve_dtype
-
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype(None, "cpu") == torch.float32
-    assert resolve_dtype("auto", "cuda") in (torch.float16, torch.bfloat16)
-    assert resolve_dtype("float16", "cpu") == torch.float16 and resolve_dtype(torch.bfloat16, "cuda") == torch.bfloat16
-    with pytest.raises(ValueError, match="dtype must be auto or one of"):
-        resolve_dtype("half", "cpu")
 
 
 def test_output_projectors_load_whole_or_not_at_all(tiny_model, tmp_path):
