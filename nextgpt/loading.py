@@ -179,8 +179,8 @@ def load_model(
     if encoder_path:
         cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, path=encoder_path))
     if decoder_paths:
-        cfg = cfg.replace(decoders=tuple(dataclasses.replace(spec, path=decoder_paths.get(spec.modality.value, spec.path))
-                                         for spec in cfg.decoders))
+        specs = [dataclasses.replace(spec, path=decoder_paths.get(spec.modality.value, spec.path)) for spec in cfg.decoders]
+        cfg = cfg.replace(decoders=tuple(specs))
     folder = folder if folder is not None else Path(".")
 
     # 2. LLM (+ token rows, + LoRA)

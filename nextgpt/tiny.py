@@ -67,7 +67,8 @@ def tiny_llm(cfg: NextGPTConfig | None = None, *, seed: int = 0) -> tuple[LlamaF
     return llm, tok
 
 
-def tiny_pipeline(spec: DecoderSpec, tokenizer: PreTrainedTokenizerBase | None = None, seed: int = 0) -> DiffusionPipeline:
+def tiny_pipeline(spec: DecoderSpec, tokenizer: PreTrainedTokenizerBase | None = None,
+                  seed: int = 0) -> DiffusionPipeline:
     """A stock pipeline of `spec` with random 8/16-channel parts and a 1-layer random BERT text encoder of
     width `spec.cond_dim` (default tokenizer: `caption_tokenizer()`)."""
     from transformers import BertConfig, BertModel
