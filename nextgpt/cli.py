@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from nextgpt.config import MODEL_PRESETS, QUANTIZATIONS
 from nextgpt.options import add_model_args, model_kwargs
 
 log = logging.getLogger("nextgpt")
@@ -62,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", type=Path, default=Path("outputs"), help="folder for generated media")
 
     m = sub.add_parser("memory", help="memory plan from the real architectures on the meta device")
-    m.add_argument("--preset", default="nextgpt-7b", choices=["nano", "nextgpt-7b"])
-    m.add_argument("--quantization", default="none", choices=["none", "8bit", "4bit"])
+    m.add_argument("--preset", default="nextgpt-7b", choices=MODEL_PRESETS)
+    m.add_argument("--quantization", default="none", choices=QUANTIZATIONS)
     m.add_argument("--offload", action="store_true", help="decoders offloaded to the CPU between uses")
     m.add_argument("--json", type=Path, default=None, help="also write the JSON here")
 
@@ -227,12 +228,13 @@ def cmd_prepare(args: argparse.Namespace) -> dict[str, Any]:
     import time
 
     from nextgpt.llm import cache_dir
-    from nextgpt.loading import load_model
+    from nextgpt.model import NextGPT
     from nextgpt.options import quiet_libraries
 
     quiet_libraries()  # an install step: no library warnings (the GGUF conversion keeps its progress bar)
     start = time.perf_counter()
-    load_model(**model_kwargs(args), load_decoders=False)
+    kwargs = model_kwargs(args)
+    NextGPT.from_preset(kwargs.pop("name"), **kwargs, load_decoders=False)
     return {"prepared": args.preset, "cache": str(cache_dir()), "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -253,7 +255,7 @@ def _load(args: argparse.Namespace) -> Any:
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
     from nextgpt.eval import EvalConfig, evaluate, write_report
 
-    from nextgpt.model import default_checkpoint_dir
+    from nextgpt.loading import default_checkpoint_dir
     from nextgpt.world.records import ensure_split
 
     if args.limit is not None and args.limit < 1:
@@ -337,7 +339,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         args.preset, folder=str(args.checkpoint) if args.checkpoint else None,
         quantization=args.quantization if args.quantization != "none" else None,
         device=args.device if args.device != "cpu" else None)
-    from nextgpt.model import default_checkpoint_dir
+    from nextgpt.loading import default_checkpoint_dir
 
     result = benchmark(model, BenchConfig(quick=args.quick, seed=args.seed), cold_start_cmd=cold, load_s=load_s,
                        checkpoint=args.checkpoint or default_checkpoint_dir(args.preset))

@@ -1,7 +1,10 @@
-"""Typed, frozen configuration for every tier of NExT-GPT, with the two named presets.
+"""Typed, frozen configuration for every tier of NExT-GPT, with its named presets.
 
     cfg = NextGPTConfig.from_name("nano")        # bundled, CPU
     cfg = NextGPTConfig.from_name("nextgpt-7b")  # official sizes, user-supplied weights
+    cfg = NextGPTConfig.from_name("tiny")        # nano's layout at toy widths, random weights (nextgpt/tiny.py)
+
+The names a user may pick are defined here: `MODEL_PRESETS` (what `--preset` loads) and `QUANTIZATIONS`.
 
 A config is saved as ``config.json`` beside every checkpoint and read back with ``NextGPTConfig.load``.
 Dimensions that two tiers must agree on (the projector's output and the decoder's condition) are derived
@@ -284,7 +287,39 @@ def _nextgpt_7b() -> NextGPTConfig:
     )
 
 
-PRESETS = {"nano": _nano, "nextgpt-7b": _nextgpt_7b}
+def _tiny() -> NextGPTConfig:
+    """nano's layout (SmolLM2's tokenizer, the template, the signal tokens) at toy widths, for random-weight models
+    on the CPU: the tests and the app's stand-in (app/standin.py) build it with nextgpt/tiny.py, and the 7B
+    benchmark's toy scale (nextgpt/synthetic.py) takes its widths. No weights exist for it."""
+    nano = _nano()
+    sizes: dict[Modality, dict[str, Any]] = {
+        Modality.IMAGE: dict(height=32, width=32),
+        Modality.AUDIO: dict(audio_seconds=0.5),
+        Modality.VIDEO: dict(height=32, width=32, num_frames=3),
+    }
+    return NextGPTConfig(
+        name="tiny",
+        llm=dataclasses.replace(nano.llm, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                                intermediate_size=128, max_context=512),
+        # 56 px images (2x2 patches of 28) and 1 s of 64-bin audio keep every tower to one small block
+        encoder=EncoderConfig(
+            out_embed_dim=16, vision_embed_dim=32, vision_num_blocks=1, vision_num_heads=2,
+            audio_embed_dim=32, audio_num_blocks=1, audio_num_heads=2,
+            text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
+            image_size=56, patch_size=28, video_clips=2, audio_clips=1, audio_clip_seconds=1.0,
+            audio_num_mel_bins=64, audio_target_len=100,
+        ),
+        projector=ProjectorConfig(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64),
+        decoders=tuple(dataclasses.replace(spec, cond_len=1 if spec.pooled else 16, cond_dim=32, num_inference_steps=2,
+                                           **sizes[spec.modality]) for spec in nano.decoders),
+        caption_encoder=nano.caption_encoder,
+        default_system="",  # short prompts: a toy context of 512 tokens
+    )
+
+
+PRESETS = {"nano": _nano, "nextgpt-7b": _nextgpt_7b, "tiny": _tiny}
+MODEL_PRESETS = ("nano", "nextgpt-7b")  # the presets a model is loaded for (`--preset`); tiny has no weights
+QUANTIZATIONS = ("none", "8bit", "4bit")  # of the LLM only, chosen at load time (nextgpt/llm.py)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from nextgpt.decoder_configs import (
     nano_decoder_components,
     reference_decoder_components,
 )
+from nextgpt.unet3d import UNet3DFramePositions  # noqa: F401 (registers the nano video UNet with diffusers' loader)
 
 __all__ = [
     "Decoders",

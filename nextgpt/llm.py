@@ -21,11 +21,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from nextgpt.config import LLMConfig, NextGPTConfig
+from nextgpt.config import QUANTIZATIONS, LLMConfig, NextGPTConfig
 
 log = logging.getLogger(__name__)
-
-QUANTIZATIONS = ("none", "8bit", "4bit")
 
 
 def cache_dir() -> Path:
@@ -126,13 +124,13 @@ def quantization_config(kind: str, *, device: str, compute_dtype: torch.dtype = 
     return QuantoConfig(weights="int8")
 
 
-def _load_gguf(cfg: LLMConfig, dtype: torch.dtype) -> tuple[Any, Any]:
+def gguf_cache(cfg: LLMConfig) -> Path:
+    """The safetensors cache of a GGUF LLM (model, config and tokenizer), written on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = Path(cfg.path) if cfg.path else bundled_gguf_dir()
     cached = cache_dir() / Path(cfg.gguf_file).stem
-    weights = cached / "model.safetensors"
-    if not weights.is_file():
+    if not (cached / "model.safetensors").is_file():
         t0 = time.perf_counter()
         log.info("converting %s once to a safetensors cache in %s (~20 s)", src / cfg.gguf_file, cached)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=cfg.gguf_file, dtype=torch.float32)
@@ -150,6 +148,20 @@ def _load_gguf(cfg: LLMConfig, dtype: torch.dtype) -> tuple[Any, Any]:
         else:
             tmp.rename(cached)
         log.info("cache written in %.1f s", time.perf_counter() - t0)
+    return cached
+
+
+def load_gguf_tokenizer(cfg: LLMConfig) -> Any:
+    """A GGUF LLM's tokenizer alone (from the cache), without the added tokens."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gguf_cache(cfg))
+
+
+def _load_gguf(cfg: LLMConfig, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cached = gguf_cache(cfg)
     model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, local_files_only=True)
     tok = AutoTokenizer.from_pretrained(cached)
     return model.eval(), tok

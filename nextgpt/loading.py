@@ -1,5 +1,11 @@
 """Loading and saving checkpoints, and converting the official release. Safetensors only.
 
+    model = load_model(NextGPT, "nano")          # what NextGPT.from_preset("nano") runs
+    default_checkpoint_dir("nano")               # checkpoints/nano, or $NEXTGPT_CHECKPOINTS/nano
+
+This module sits below the model (nextgpt/model.py imports it, never the other way): `load_model` builds the
+class it is given, and reads and writes only what `LoadableModel` describes.
+
 Our checkpoint folder (every stage writes only what it trained; a missing part switches that ability off):
 
     config.json                      NextGPTConfig
@@ -16,21 +22,29 @@ runs) and written out in the layout above by `convert_official_checkpoint`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from nextgpt.config import Modality, NextGPTConfig
-from nextgpt.llm import load_llm, quantize_loaded, save_safetensors
+from nextgpt.config import MODEL_PRESETS, PRESETS, Modality, NextGPTConfig
+from nextgpt.llm import load_llm, load_token_rows, quantize_loaded, resolve_dtype, save_safetensors, token_rows
+
+if TYPE_CHECKING:
+    from nextgpt.decode import Decoders
+    from nextgpt.encode import MediaEncoder
 
 log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 INPUT_PROJECTION = "input_projection.safetensors"
 OUTPUT_PROJECTORS = "output_projectors.safetensors"
@@ -40,6 +54,31 @@ LORA_DIR = "lora"
 
 class CheckpointError(ValueError):
     """A checkpoint file that does not fit the model: names the file and the first offending key."""
+
+
+class LoadableModel(Protocol):
+    """What loading builds and fills: the composed model (`nextgpt.model.NextGPT`) as seen from below it."""
+
+    cfg: NextGPTConfig
+    llm: Any  # a transformers causal LM, possibly wrapped by peft
+    input_proj: nn.Module
+    output_projectors: nn.ModuleDict  # one projector per modality, keyed by its value
+    can_encode: bool
+    can_generate: set[Modality]
+
+    def __init__(self, cfg: NextGPTConfig, llm: Any, tokenizer: Any, *, encoder: MediaEncoder | None = None,
+                 decoders: Decoders | None = None) -> None: ...
+
+    def eval(self) -> Any: ...
+
+
+ModelT = TypeVar("ModelT", bound=LoadableModel)
+
+
+def default_checkpoint_dir(name: str) -> Path:
+    """Where a preset's checkpoint lives: $NEXTGPT_CHECKPOINTS/<name>, else checkpoints/<name> in the repository."""
+    root = os.environ.get("NEXTGPT_CHECKPOINTS")
+    return Path(root) / name if root else REPO_ROOT / "checkpoints" / name
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -71,21 +110,20 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], source: Path | 
                             for k, v in state.items()}, strict=False)
 
 
-def load_token_rows_file(model: Any, path: Path) -> None:
+def load_token_rows_file(model: LoadableModel, path: Path) -> None:
     """token_rows.safetensors into the model's embeddings; a wrong file names itself and the key."""
     rows = read_safetensors(path)
     if "embed_tokens" not in rows:
         raise CheckpointError(f"{path}: missing key 'embed_tokens'")
     try:
-        model.load_token_rows(rows)
+        load_token_rows(model.llm, model.cfg.llm.base_vocab_size, rows)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
 
 
-def save_checkpoint(model: Any, folder: str | Path, *, parts: tuple[str, ...] = ("input", "output", "rows", "lora")) -> Path:
+def save_checkpoint(model: LoadableModel, folder: str | Path, *,
+                    parts: tuple[str, ...] = ("input", "output", "rows", "lora")) -> Path:
     """Write the trained parts of `model` to `folder` (each stage names the parts it trained)."""
-    from nextgpt.llm import token_rows
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.cfg.save(folder)
@@ -112,27 +150,24 @@ def resolve_config(
     """(config, checkpoint folder) that `load_model` builds from the same arguments; reads config.json only.
 
     The folder's config.json wins over the preset; the weight paths given replace the config's."""
-    from nextgpt.model import default_checkpoint_dir
-
     folder = Path(folder) if folder is not None else (default_checkpoint_dir(name) if name else None)
     if folder is not None and (folder / "config.json").is_file():
         cfg = NextGPTConfig.load(folder)
         if name and cfg.name != name:
             raise ValueError(f"{folder} holds a {cfg.name!r} checkpoint, not {name!r}")
+    elif name in PRESETS and name not in MODEL_PRESETS:
+        raise ValueError(f"the {name!r} preset has no weights to load; build it with random ones (nextgpt/tiny.py)")
     elif name:
         cfg = NextGPTConfig.from_name(name)
     else:
         raise FileNotFoundError(f"no config.json in {folder}")
     if llm_path:
-        cfg = cfg.replace(llm=cfg.llm.__class__(**{**cfg.llm.__dict__, "path": llm_path}))
+        cfg = cfg.replace(llm=dataclasses.replace(cfg.llm, path=llm_path))
     if encoder_path:
-        cfg = cfg.replace(encoder=cfg.encoder.__class__(**{**cfg.encoder.__dict__, "path": encoder_path}))
+        cfg = cfg.replace(encoder=dataclasses.replace(cfg.encoder, path=encoder_path))
     if decoder_paths:
-        specs = tuple(
-            spec.__class__(**{**spec.__dict__, "path": decoder_paths.get(spec.modality.value, spec.path)})
-            for spec in cfg.decoders
-        )
-        cfg = cfg.replace(decoders=specs)
+        specs = [dataclasses.replace(spec, path=decoder_paths.get(spec.modality.value, spec.path)) for spec in cfg.decoders]
+        cfg = cfg.replace(decoders=tuple(specs))
     return cfg, folder if folder is not None else Path(".")
 
 
@@ -165,6 +200,7 @@ def checkpoint_abilities(cfg: NextGPTConfig, folder: Path, *, load_encoder: bool
 
 
 def load_model(
+    model_class: type[ModelT],
     name: str | None = "nano",
     *,
     folder: Path | None = None,
@@ -178,15 +214,12 @@ def load_model(
     load_encoder: bool = True,
     load_decoders: bool = True,
     merge_lora: bool = True,
-) -> Any:
-    """Build a NextGPT from a preset name and/or a checkpoint folder (see the module docstring).
+) -> ModelT:
+    """Build a `model_class` (NextGPT) from a preset name and/or a checkpoint folder (see the module docstring).
 
     dtype: the compute dtype of every part ("auto": half precision on CUDA, float32 on the CPU).
     offload: the decoders and the encoder wait on the CPU and move to the GPU only while they run.
     """
-    from nextgpt.llm import resolve_dtype
-    from nextgpt.model import NextGPT
-
     dtype = resolve_dtype(dtype, device)
 
     # 1. config: the folder's config.json wins; the preset is the fallback
@@ -221,7 +254,7 @@ def load_model(
         from nextgpt.decode import Decoders
 
         decoders = Decoders.from_folder(cfg, folder, dtype=dtype, device=device, offload=offload)
-    model = NextGPT(cfg, llm, tok, encoder=encoder, decoders=decoders)
+    model = model_class(cfg, llm, tok, encoder=encoder, decoders=decoders)
     # rows after LoRA merge: the rows live in the base embeddings
     if (folder / TOKEN_ROWS).is_file():
         load_token_rows_file(model, folder / TOKEN_ROWS)
@@ -243,7 +276,7 @@ def load_model(
     return model
 
 
-def load_output_projectors(model: Any, path: Path) -> list[Modality]:
+def load_output_projectors(model: LoadableModel, path: Path) -> list[Modality]:
     """Each modality's projector is loaded whole or not at all: a modality with no keys in the file stays
     off; one with some of its keys missing, or a key of no modality, is an error naming the key (a partial
     file must never switch generation on with random weights)."""
@@ -262,7 +295,7 @@ def load_output_projectors(model: Any, path: Path) -> list[Modality]:
     return found
 
 
-def decoder_available(decoders: Any, modality: Modality) -> bool:
+def decoder_available(decoders: Decoders, modality: Modality) -> bool:
     """A decoder is usable when it is in memory or its folder holds a diffusers pipeline."""
     if decoders.is_loaded(modality):
         return True

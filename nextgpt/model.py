@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,13 +29,12 @@ from torch import nn
 
 from nextgpt.config import GenerationSettings, Modality, NextGPTConfig
 from nextgpt.conversation import ConversationBuilder, MediaItem, Prompt
-from nextgpt.llm import load_llm, load_token_rows, lora_config
+from nextgpt.llm import lora_config
+from nextgpt.loading import default_checkpoint_dir, load_model  # noqa: F401 (default_checkpoint_dir: re-exported)
 from nextgpt.project import InputProjection, build_output_projectors
 from nextgpt.signals import parse_signals, signal_vocab_from_tokenizer, with_signal_blocks
 
 log = logging.getLogger(__name__)
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ModelUnavailableError(RuntimeError):
@@ -68,11 +66,6 @@ class StreamEvent:
     coming: tuple[Modality, ...] = ()  # media about to be decoded: set on one event between the text and the reply
 
 
-def default_checkpoint_dir(name: str) -> Path:
-    root = os.environ.get("NEXTGPT_CHECKPOINTS")
-    return Path(root) / name if root else REPO_ROOT / "checkpoints" / name
-
-
 class NextGPT(nn.Module):
     """Encoder + input projection + LLM (+LoRA) + output projectors + decoders."""
 
@@ -101,15 +94,12 @@ class NextGPT(nn.Module):
     @classmethod
     def from_preset(cls, name: str = "nano", **kwargs: Any) -> "NextGPT":
         """The preset's bundled checkpoint (nano) or the official one from local paths (see loading.py)."""
-        from nextgpt.loading import load_model
-
-        return load_model(name, **kwargs)
+        return load_model(cls, name, **kwargs)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, **kwargs: Any) -> "NextGPT":
-        from nextgpt.loading import load_model
-
-        return load_model(None, folder=Path(folder), **kwargs)
+        """A checkpoint folder with its config.json, whatever its preset."""
+        return load_model(cls, None, folder=Path(folder), **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -369,9 +359,6 @@ class NextGPT(nn.Module):
         from peft import get_peft_model
 
         self.llm = get_peft_model(self.llm, lora_config(self.cfg.llm))
-
-    def load_token_rows(self, rows: dict[str, torch.Tensor]) -> None:
-        load_token_rows(self.llm, self.cfg.llm.base_vocab_size, rows)
 
     def forward(self, batch: dict[str, Any], *, l2_weight: float = 1.0) -> dict[str, torch.Tensor]:
         """Teacher-forced losses for the tuning stages.

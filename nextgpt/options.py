@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nextgpt.config import PRESETS, Modality
-from nextgpt.llm import DTYPES, QUANTIZATIONS
+from nextgpt.config import MODEL_PRESETS, QUANTIZATIONS, Modality
+from nextgpt.llm import DTYPES
 
 
 def add_model_args(p: argparse.ArgumentParser, *, env_defaults: bool = False) -> None:
@@ -26,7 +26,7 @@ def add_model_args(p: argparse.ArgumentParser, *, env_defaults: bool = False) ->
     def env(name: str, default: Any = None) -> Any:
         return os.environ.get(f"NEXTGPT_{name}", default) if env_defaults else default
 
-    p.add_argument("--preset", default=env("PRESET", "nano"), choices=sorted(PRESETS), help="model preset (default nano)")
+    p.add_argument("--preset", default=env("PRESET", "nano"), choices=MODEL_PRESETS, help="model preset (default nano)")
     p.add_argument("--checkpoint", type=Path, default=env("CHECKPOINT"), help="checkpoint folder (default: the preset's)")
     p.add_argument("--quantization", default=env("QUANTIZATION", "none"), choices=QUANTIZATIONS,
                    help="LLM only: 8bit (CPU or CUDA), 4bit (CUDA)")

@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -43,13 +43,17 @@ OFFICIAL_CONFIGS = Path(__file__).resolve().parent / "configs" / "official"
 SCALES = ("tiny", "full")
 INIT_STD = 0.02  # std of every random matrix (LLaMA's initializer_range)
 
+_TINY_PRESET = NextGPTConfig.from_name("tiny")  # the toy widths every random-weight model shares (config.py)
+_TINY_TOWERS = ("vision_embed_dim", "vision_num_blocks", "vision_num_heads", "audio_embed_dim", "audio_num_blocks",
+                "audio_num_heads", "text_embed_dim", "text_num_blocks", "text_num_heads")
 # The toy version: every override of an official config at scale "tiny" (interfaces kept, see the docstring).
 TINY: dict[str, dict[str, Any]] = {
-    "llm": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-                num_key_value_heads=2),
-    "encoder": dict(vision_embed_dim=32, vision_num_blocks=1, vision_num_heads=2, audio_embed_dim=32,
-                    audio_num_blocks=1, audio_num_heads=2, text_embed_dim=32, text_num_blocks=1, text_num_heads=2),
-    "projector": dict(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64),
+    # the tiny preset's LLM widths, with LLaMA's full multi-head attention (SmolLM2's has grouped queries)
+    "llm": dict(hidden_size=_TINY_PRESET.llm.hidden_size, intermediate_size=_TINY_PRESET.llm.intermediate_size,
+                num_hidden_layers=_TINY_PRESET.llm.num_layers, num_attention_heads=2, num_key_value_heads=2),
+    # the tiny preset's towers; ImageBind-huge's output width and input sizes are kept
+    "encoder": {name: getattr(_TINY_PRESET.encoder, name) for name in _TINY_TOWERS},
+    "projector": asdict(_TINY_PRESET.projector),
     # media sizes and steps of the toy decoders
     "image": dict(height=64, width=64, num_inference_steps=2),
     "video": dict(height=64, width=64, num_frames=4, num_inference_steps=2),

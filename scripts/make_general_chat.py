@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from nextgpt.config import GenerationSettings, NextGPTConfig
-from nextgpt.loading import load_model
+from nextgpt.model import NextGPT
 
 COUNTRIES = [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
              ("Canada", "Ottawa"), ("Egypt", "Cairo"), ("Brazil", "Brasilia"), ("India", "New Delhi"),
@@ -65,7 +65,7 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as base:  # the preset's config only: no LoRA, no trained rows
         NextGPTConfig.from_name("nano").save(Path(base))
-        model = load_model("nano", folder=Path(base), load_encoder=False, load_decoders=False)
+        model = NextGPT.from_preset("nano", folder=Path(base), load_encoder=False, load_decoders=False)
     qs = questions()[: args.limit]
     rows = []
     for q in tqdm(qs, desc="base-model answers"):

@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nextgpt.config import EncoderConfig, LLMConfig, NextGPTConfig, ProjectorConfig
+from nextgpt.config import NextGPTConfig, ProjectorConfig
 
-
-TINY_COND = 32
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -38,13 +36,19 @@ def run_nextgpt(*args: str, cwd: Path = ROOT, timeout: int = 900) -> tuple[dict,
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
 
-def tiny_decoders(cfg: NextGPTConfig):
-    """Random-weight stock pipelines (8/16 channels) with a tiny BERT text encoder, for every modality."""
-    from app.standin import tiny_pipeline
-    from nextgpt.decode import Decoders, load_caption_encoder
-
-    tokenizer = load_caption_encoder(max_length=4)[1]
-    return Decoders(cfg, {spec.modality: tiny_pipeline(spec, tokenizer) for spec in cfg.decoders})
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` need a CUDA GPU and those marked `weights7b` the real nextgpt-7b weights in
+    NEXTGPT_7B_DIR: where either is missing they are skipped, and the summary says why."""
+    weights = os.environ.get("NEXTGPT_7B_DIR")
+    missing = {
+        "gpu": None if torch.cuda.is_available() else "needs a CUDA GPU",
+        "weights7b": None if weights and Path(weights).is_dir() else
+        "needs the real nextgpt-7b weights: set NEXTGPT_7B_DIR to the folder of the README's 7B section",
+    }
+    for item in items:
+        reasons = [reason for marker, reason in missing.items() if reason and item.get_closest_marker(marker)]
+        if reasons:
+            item.add_marker(pytest.mark.skip(reason="; ".join(reasons)))
 
 
 @pytest.fixture
@@ -57,65 +61,29 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_config(base_vocab: int = 49152) -> NextGPTConfig:
-    """The nano layout at toy widths (the real SmolLM2 tokenizer, a 2-layer LLM)."""
-    nano = NextGPTConfig.from_name("nano")
-    llm = dataclasses.replace(nano.llm, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-                              intermediate_size=128, base_vocab_size=base_vocab, max_context=256)
-    enc = dataclasses.replace(nano.encoder, out_embed_dim=32, vision_embed_dim=32, vision_num_blocks=1,
-                              vision_num_heads=2, audio_embed_dim=32, audio_num_blocks=1, audio_num_heads=2,
-                              text_embed_dim=32, text_num_blocks=1, text_num_heads=2, video_clips=2,
-                              image_size=56, patch_size=28)
-    proj = ProjectorConfig(d_model=32, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=64)
-    sizes = {"image": {"height": 32, "width": 32}, "video": {"height": 32, "width": 32, "num_frames": 3},
-             "audio": {"audio_seconds": 0.5}}
-    decoders = tuple(dataclasses.replace(s, cond_len=1 if s.pooled else 4, cond_dim=TINY_COND, num_inference_steps=2,
-                                         **sizes[s.modality.value]) for s in nano.decoders)
-    return nano.replace(llm=llm, encoder=enc, projector=proj, decoders=decoders)
-
-
 @pytest.fixture(scope="session")
 def smol_tokenizer():
-    """The real SmolLM2 tokenizer (from the safetensors cache; built from the GGUF on first use)."""
-    from nextgpt.llm import _load_gguf
+    """SmolLM2's tokenizer without the added tokens (the tests that change it take a copy)."""
+    from nextgpt.tiny import smol_tokenizer
 
-    _, tok = _load_gguf(NextGPTConfig.from_name("nano").llm, torch.float32)
-    return tok
+    return smol_tokenizer()
 
 
 @pytest.fixture()
-def tiny_llm(smol_tokenizer):
-    """A 2-layer random Llama with the real tokenizer and the added tokens."""
-    import copy
-
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from nextgpt.llm import add_tokens
+def tiny_llm():
+    """(cfg, llm, tokenizer): the tiny preset's random 2-layer Llama with the real tokenizer and the added tokens."""
+    from nextgpt.tiny import tiny_config, tiny_llm
 
     cfg = tiny_config()
-    torch.manual_seed(0)
-    lc = LlamaConfig(vocab_size=cfg.llm.base_vocab_size, hidden_size=cfg.llm.hidden_size,
-                     intermediate_size=cfg.llm.intermediate_size, num_hidden_layers=cfg.llm.num_layers,
-                     num_attention_heads=cfg.llm.num_heads, num_key_value_heads=cfg.llm.num_kv_heads,
-                     tie_word_embeddings=True, max_position_embeddings=512,
-                     bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    llm = LlamaForCausalLM(lc).eval()
-    tok = copy.deepcopy(smol_tokenizer)
-    add_tokens(llm, tok, cfg)
-    return cfg, llm, tok
+    return (cfg, *tiny_llm(cfg))
 
 
 @pytest.fixture()
-def tiny_model(tiny_llm):
-    """A whole NextGPT on tiny random components: encoder, LLM, projectors, decoders."""
-    from nextgpt.encode import MediaEncoder
-    from nextgpt.model import NextGPT
+def tiny_model():
+    """A whole NextGPT of the tiny preset on random components: encoder, LLM, projectors, decoders."""
+    from nextgpt.tiny import tiny_model
 
-    cfg, llm, tok = tiny_llm
-    torch.manual_seed(0)
-    model = NextGPT(cfg, llm, tok, encoder=MediaEncoder(cfg.encoder), decoders=tiny_decoders(cfg)).eval()
-    model.can_generate = {spec.modality for spec in cfg.decoders}
-    return model
+    return tiny_model()
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +101,5 @@ def tiny_7b_config() -> NextGPTConfig:
     big = NextGPTConfig.from_name("nextgpt-7b")
     llm = dataclasses.replace(big.llm, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=2,
                               intermediate_size=64, max_context=512)
-    enc = tiny_config().encoder
     proj = ProjectorConfig(d_model=16, nhead=2, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=32)
-    return big.replace(llm=llm, encoder=dataclasses.replace(enc), projector=proj)
+    return big.replace(llm=llm, encoder=NextGPTConfig.from_name("tiny").encoder, projector=proj)

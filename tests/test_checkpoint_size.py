@@ -13,7 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nextgpt.loading import INPUT_PROJECTION, OUTPUT_PROJECTORS, load_into, load_model, read_safetensors
+from nextgpt.loading import INPUT_PROJECTION, OUTPUT_PROJECTORS, load_into, read_safetensors
+from nextgpt.model import NextGPT
 
 ROOT = Path(__file__).resolve().parent.parent
 NANO = ROOT / "checkpoints" / "nano"
@@ -54,7 +55,7 @@ def test_shipped_weights_are_fp16():
 
 
 def test_shipped_fp16_weights_load_to_fp32_on_the_cpu():
-    model = load_model("nano", merge_lora=False, load_encoder=False)
+    model = NextGPT.from_preset("nano", merge_lora=False, load_encoder=False)
     for module, name in ((model.input_proj, INPUT_PROJECTION), (model.output_projectors, OUTPUT_PROJECTORS)):
         loaded = module.state_dict()
         for key, value in read_safetensors(NANO / name).items():

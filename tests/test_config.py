@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from nextgpt.config import GenerationSettings, Modality, NextGPTConfig
@@ -18,11 +20,34 @@ def test_official_token_counts():
     assert cfg.decoder("audio").pooled and cfg.decoder("audio").cond_dim == 512
 
 
-@pytest.mark.parametrize("name", ["nano", "nextgpt-7b"])
+@pytest.mark.parametrize("name", ["nano", "nextgpt-7b", "tiny"])
 def test_round_trip(tmp_path, name):
     cfg = NextGPTConfig.from_name(name)
     cfg.save(tmp_path)
     assert NextGPTConfig.load(tmp_path) == cfg
+
+
+def test_tiny_is_nanos_layout_at_toy_widths():
+    """The tests, the app's stand-in and the benchmarks' toy scale share one tiny preset: nano's tokenizer,
+    template and signal tokens, so its prompts are token for token nano's."""
+    nano, tiny = NextGPTConfig.from_name("nano"), NextGPTConfig.from_name("tiny")
+    assert tiny.added_tokens == nano.added_tokens and tiny.caption_encoder == nano.caption_encoder
+    assert (tiny.llm.source, tiny.llm.gguf_file, tiny.llm.template, tiny.llm.base_vocab_size) == (
+        nano.llm.source, nano.llm.gguf_file, nano.llm.template, nano.llm.base_vocab_size)
+    assert tiny.llm.hidden_size < nano.llm.hidden_size and tiny.encoder.out_embed_dim < nano.encoder.out_embed_dim
+    assert all(spec.num_inference_steps == 2 for spec in tiny.decoders)
+
+
+def test_the_names_a_user_picks_are_defined_once():
+    """--preset and --quantization take their choices from config.py; tiny has no weights, so it is not one."""
+    from nextgpt.config import MODEL_PRESETS, PRESETS, QUANTIZATIONS
+    from nextgpt.options import add_model_args
+
+    assert set(MODEL_PRESETS) == set(PRESETS) - {"tiny"} and QUANTIZATIONS == ("none", "8bit", "4bit")
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    choices = {a.dest: a.choices for a in parser._actions}
+    assert tuple(choices["preset"]) == MODEL_PRESETS and tuple(choices["quantization"]) == QUANTIZATIONS
 
 
 def test_unknown_preset_and_keys(tmp_path):

@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nextgpt.config import Modality
+from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.conversation import ConversationBuilder, ConversationError, normalize_messages
-from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +15,7 @@ def builder(smol_tokenizer):
     import copy
 
     tok = copy.deepcopy(smol_tokenizer)
-    cfg = tiny_config()
+    cfg = NextGPTConfig.from_name("tiny")
     tok.add_special_tokens({"additional_special_tokens": list(cfg.added_tokens)})
     return ConversationBuilder(cfg, tok)
 
@@ -30,7 +29,7 @@ def special_ids(b: ConversationBuilder) -> set[int]:
 
 def test_media_slot_is_wrapped(builder):
     msgs = [{"role": "user", "content": [{"type": "image", "path": "x.png"}, {"type": "text", "text": "What is it?"}]}]
-    prompt = builder.build(msgs, max_prompt_tokens=200)
+    prompt = builder.build(msgs, max_prompt_tokens=200, system="Be brief.")
     assert len(prompt.media) == 1
     pos, item = prompt.media[0]
     assert item.modality is Modality.IMAGE and item.path == "x.png"

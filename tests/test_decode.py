@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from app.standin import tiny_pipeline
 from nextgpt.config import DecoderSpec, Modality, NextGPTConfig
 from nextgpt.decode import (
     NANO_CAPTION_TOKENS,
@@ -23,16 +22,11 @@ from nextgpt.decode import (
     nano_decoder_components,
     reference_decoder_components,
 )
+from nextgpt.tiny import tiny_pipeline
 
-COND_DIM = 32
-TINY_SPECS = (
-    DecoderSpec(Modality.IMAGE, "IMG", 4, "StableDiffusionPipeline", cond_len=16, cond_dim=COND_DIM,
-                height=32, width=32, num_inference_steps=2, guidance_scale=3.0),
-    DecoderSpec(Modality.AUDIO, "AUD", 4, "AudioLDMPipeline", cond_len=1, cond_dim=COND_DIM,
-                audio_seconds=0.5, num_inference_steps=2, guidance_scale=3.0),
-    DecoderSpec(Modality.VIDEO, "VID", 4, "TextToVideoSDPipeline", cond_len=16, cond_dim=COND_DIM,
-                height=32, width=32, num_frames=3, num_inference_steps=2, guidance_scale=3.0),
-)
+TINY = NextGPTConfig.from_name("tiny")
+TINY_SPECS = tuple(TINY.decoder(m) for m in (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO))
+COND_DIM = TINY_SPECS[0].cond_dim
 EXPECTED_SHAPE = {Modality.IMAGE: (32, 32, 3), Modality.AUDIO: (8000,), Modality.VIDEO: (3, 32, 32, 3)}
 
 
@@ -42,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def tiny_cfg() -> NextGPTConfig:
     """Tiny decoders with their own tiny text encoders (saved inside each pipeline folder)."""
-    return NextGPTConfig.from_name("nano").replace(decoders=TINY_SPECS, caption_encoder="")
+    return TINY.replace(caption_encoder="")
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +235,7 @@ def test_frame_positions_unet_starts_as_the_stock_one_and_round_trips(tmp_path):
     embeddings change the output and survive save/load; too many frames is a clear error."""
     from diffusers import UNet3DConditionModel
 
-    from nextgpt.decoder_configs import MAX_FRAMES, UNet3DFramePositions
+    from nextgpt.unet3d import MAX_FRAMES, UNet3DFramePositions
 
     config = dict(sample_size=4, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
                   down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
@@ -318,3 +312,41 @@ def test_shipped_nano_sound_is_loud_and_starts_without_a_click():
     for sound in shipped.generate("audio", cond, num_inference_steps=10, seed=0):
         peak, rms, start = loudness(sound)
         assert abs(peak + 1.0) < 0.05 and rms > -25.0 and start < 1.0, (peak, rms, start)
+
+
+def test_the_stock_diffusers_loader_loads_the_shipped_video_decoder(tmp_path):
+    """The shipped model_index.json names nextgpt.unet3d for the UNet: in a fresh interpreter, importing that module
+    (torch and diffusers only) is all `DiffusionPipeline.from_pretrained` needs (the text encoder is the shared
+    all-MiniLM-L6-v2, not in the folder). A folder that names nextgpt.decoder_configs, where the class is
+    re-exported, loads the same class."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "nano" / "decoders" / "video"
+    assert json.loads((shipped / "model_index.json").read_text())["unet"] == ["nextgpt.unet3d", "UNet3DFramePositions"]
+    other = tmp_path / "video"
+    other.mkdir()
+    for part in shipped.iterdir():
+        if part.name != "model_index.json":
+            (other / part.name).symlink_to(part)
+    index = json.loads((shipped / "model_index.json").read_text()) | {"unet": ["nextgpt.decoder_configs",
+                                                                                "UNet3DFramePositions"]}
+    (other / "model_index.json").write_text(json.dumps(index))
+    script = (
+        "import sys, nextgpt.unet3d\n"
+        "from diffusers import DiffusionPipeline\n"
+        "own = sorted(m for m in sys.modules if m.startswith('nextgpt'))\n"
+        "pipe = DiffusionPipeline.from_pretrained(sys.argv[1], text_encoder=None, tokenizer=None)\n"
+        "print(type(pipe).__name__, type(pipe.unet).__module__, type(pipe.unet).__name__, own)\n"
+        "import nextgpt.decoder_configs\n"
+        "print(type(DiffusionPipeline.from_pretrained(sys.argv[2], text_encoder=None, tokenizer=None).unet).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(shipped), str(other)], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = proc.stdout.strip().splitlines()[-2:]
+    imported = ["nextgpt", "nextgpt.config", "nextgpt.unet3d"]  # the package's __init__ imports config only
+    assert first == f"TextToVideoSDPipeline nextgpt.unet3d UNet3DFramePositions {imported}"
+    assert second == "UNet3DFramePositions"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nextgpt.config import EncoderConfig, Modality, NextGPTConfig
+from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.encode import (
     AUDIO_MEAN,
     AUDIO_STD,
@@ -24,14 +24,9 @@ from nextgpt.encode import (
     load_official_imagebind,
 )
 
-# image_size 56 (not ImageBind's 224) also exercises the rebuilt vision preprocessor: 2x2 patches of 28.
-TINY = EncoderConfig(
-    out_embed_dim=16, vision_embed_dim=32, vision_num_blocks=1, vision_num_heads=2,
-    audio_embed_dim=32, audio_num_blocks=1, audio_num_heads=2,
-    text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
-    image_size=56, patch_size=28, video_clips=2, audio_clips=2, audio_clip_seconds=1.0,
-    audio_num_mel_bins=64, audio_target_len=100,
-)  # fmt: skip
+# the tiny preset's encoder: image_size 56 (not ImageBind's 224) also exercises the rebuilt vision preprocessor
+# (2x2 patches of 28); two audio clips exercise the averaging over clips
+TINY = dataclasses.replace(NextGPTConfig.from_name("tiny").encoder, audio_clips=2)
 RNG = np.random.default_rng(0)
 IMAGE = RNG.integers(0, 256, (40, 70, 3), dtype=np.uint8)
 VIDEO = RNG.integers(0, 256, (6, 30, 40, 3), dtype=np.uint8)

@@ -23,7 +23,7 @@ from nextgpt.eval.evaluate import TEXT_ONLY_REQUESTS, EvalConfig, evaluate, judg
 from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, bleu4, caption_scores, frechet_distance,
                                   mean_cosine, rate, rate_of)
 from nextgpt.eval.report import write_report
-from tests.conftest import tiny_decoders
+from nextgpt.tiny import tiny_decoders
 
 VIDEO_WORDS = ("video", "clip", "animat", "moving", "move ", "film", "watch")
 AUDIO_WORDS = ("hear", "play", "sound", "audio", "tone", "beep", "buzz", "pitch", "synthesize", "record")

@@ -17,6 +17,7 @@ from nextgpt.loading import (
     map_official_state, read_safetensors, save_checkpoint,
 )
 from nextgpt.project import InputProjection, build_output_projectors
+from nextgpt.model import NextGPT
 
 
 def test_save_load_round_trip(tiny_model, tmp_path):
@@ -36,6 +37,41 @@ def test_save_load_round_trip(tiny_model, tmp_path):
     rows = read_safetensors(tmp_path / TOKEN_ROWS)["embed_tokens"]
     assert rows.shape == (len(cfg.added_tokens), cfg.llm.hidden_size) and torch.all(rows[-3:] == 0.5)
 
+
+
+def test_load_model_builds_the_class_it_is_given(tiny_model, tmp_path, monkeypatch):
+    """Loading sits below the model: `load_model` builds the class it is handed (a subclass stays one) and fills
+    in the parts the folder holds."""
+    from nextgpt import loading
+    from nextgpt.model import NextGPT
+
+    class Mine(NextGPT):
+        pass
+
+    with torch.no_grad():
+        tiny_model.input_proj.weight.add_(1.0)
+    save_checkpoint(tiny_model, tmp_path, parts=("input", "output", "rows"))
+    monkeypatch.setattr(loading, "load_llm", lambda cfg, **kwargs: (tiny_model.llm, tiny_model.tokenizer))
+    model = Mine.from_pretrained(tmp_path, load_encoder=False, load_decoders=False)
+    assert type(model) is Mine and model.cfg == tiny_model.cfg
+    assert torch.equal(model.input_proj.weight, tiny_model.input_proj.weight)
+    assert not model.can_encode and not model.can_generate  # no encoder and no decoders were asked for
+
+
+
+def test_a_preset_without_weights_is_refused(tmp_path):
+    from nextgpt.model import NextGPT
+
+    with pytest.raises(ValueError, match="'tiny' preset has no weights to load"):
+        NextGPT.from_preset("tiny", folder=tmp_path)
+
+def test_checkpoint_paths_follow_nextgpt_checkpoints(monkeypatch, tmp_path):
+    from nextgpt.loading import REPO_ROOT, default_checkpoint_dir
+
+    monkeypatch.delenv("NEXTGPT_CHECKPOINTS", raising=False)
+    assert default_checkpoint_dir("nano") == REPO_ROOT / "checkpoints" / "nano"
+    monkeypatch.setenv("NEXTGPT_CHECKPOINTS", str(tmp_path))
+    assert default_checkpoint_dir("nano") == tmp_path / "nano"
 
 def test_truncated_file_names_the_file(tmp_path):
     path = tmp_path / INPUT_PROJECTION
@@ -151,17 +187,6 @@ def test_7b_architecture_on_meta():
     assert fp16["components"][0]["gb"] > 12.5  # a 7B LLM in fp16
 
 
-def test_dtype_auto_is_half_on_cuda_and_float32_on_cpu():
-    from nextgpt.llm import resolve_dtype
-
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype(None, "cpu") == torch.float32
-    assert resolve_dtype("auto", "cuda") in (torch.float16, torch.bfloat16)
-    assert resolve_dtype("float16", "cpu") == torch.float16 and resolve_dtype(torch.bfloat16, "cuda") == torch.bfloat16
-    with pytest.raises(ValueError, match="dtype must be auto or one of"):
-        resolve_dtype("half", "cpu")
-
-
 def test_output_projectors_load_whole_or_not_at_all(tiny_model, tmp_path):
     """A modality whose projector keys are all there is switched on; a partial one is an error, never random."""
     from nextgpt.llm import save_safetensors
@@ -198,5 +223,5 @@ def test_checkpoint_abilities_are_what_a_load_finds(tmp_path):
     expected = {shipped: (True, set(Modality)), partial: (False, {Modality.IMAGE})}
     for folder, abilities in expected.items():
         assert checkpoint_abilities(*resolve_config("nano", folder=folder)) == abilities
-        model = load_model("nano", folder=folder)
+        model = load_model(NextGPT, "nano", folder=folder)
         assert (model.can_encode, model.can_generate) == abilities

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nextgpt.config import GenerationSettings, Modality
+from nextgpt.config import GenerationSettings, Modality, NextGPTConfig
 from nextgpt.project import InputProjection, OutputProjector
-from tests.conftest import tiny_config
 
 
 def script(model, tokens: list[int]):
@@ -23,7 +22,7 @@ def words(model, text: str) -> list[int]:
 
 
 def test_projection_shapes():
-    cfg = tiny_config()
+    cfg = NextGPTConfig.from_name("tiny")
     inp = InputProjection(cfg.encoder.out_embed_dim, cfg.llm.hidden_size)
     assert inp(torch.randn(5, cfg.encoder.out_embed_dim)).shape == (5, cfg.llm.hidden_size)
     for spec in cfg.decoders:

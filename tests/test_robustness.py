@@ -44,7 +44,7 @@ from app.media import OutputRoot
 from app.standin import tiny_model as standin_model
 from app.store import ScoreStore
 from nextgpt.cli import main as cli_main
-from nextgpt.config import GenerationSettings
+from nextgpt.config import GenerationSettings, NextGPTConfig
 from nextgpt.media import MediaError, MediaLimits, save_audio, save_image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -355,19 +355,20 @@ def test_typed_markers_never_trigger_decoders_or_move_media(model, media_files, 
 
 # ---- 3. context overflow, end to end ---------------------------------------------------------------------
 def test_long_conversation_drops_oldest_turns_and_their_media(tiny_model, tmp_path, monkeypatch):
-    """max_context 256: old turns (with their images) are left out and never encoded; the chat goes on."""
+    """max_context 512, turns of ~300 tokens: old turns (with their images) are left out and never encoded; the
+    chat goes on."""
     colours = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
     files = {c: save_image(np.full((40, 40, 3), rgb, np.uint8), tmp_path / f"{c}.png") for c, rgb in colours.items()}
     encoded: list[tuple[int, ...]] = []
     real = tiny_model.encoder.encode
     monkeypatch.setattr(tiny_model.encoder, "encode", lambda m, items, **k: encoded.extend(
         tuple(int(v) for v in np.asarray(a).reshape(-1, 3)[0]) for a in items) or real(m, items, **k))
-    settings = GenerationSettings(max_new_tokens=8, modalities=())  # prompt budget 248 tokens
+    settings = GenerationSettings(max_new_tokens=8, modalities=())  # prompt budget 504 tokens
     messages: list[dict[str, Any]] = []
     for colour in colours:
         messages += [{"role": "user", "content": [{"type": "image", "path": str(files[colour])},
                                                   {"type": "text", "text": f"What colour is this {colour} one?"}]},
-                     {"role": "assistant", "content": f"It is {colour}. " + "More words about it. " * 20}]
+                     {"role": "assistant", "content": f"It is {colour}. " + "More words about it. " * 60}]
     messages.append({"role": "user", "content": "And the last one again?"})
     reply = tiny_model.chat(messages, settings)
     assert any("were left out" in n for n in reply.notices), reply.notices
@@ -447,9 +448,7 @@ def test_uploaded_file_with_a_hostile_name_on_disk(tmp_path, media_files):
 # ---- 6. weights ------------------------------------------------------------------------------------------
 def test_truncated_encoder_weights_name_the_file(tmp_path):
     from nextgpt.encode import ENCODER_FILE, EncoderCheckpointError, MediaEncoder
-    from tests.conftest import tiny_config
-
-    cfg = tiny_config().encoder
+    cfg = NextGPTConfig.from_name("tiny").encoder
     MediaEncoder(cfg).save(tmp_path)
     path = tmp_path / ENCODER_FILE
     _cut(path, path)

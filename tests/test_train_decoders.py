@@ -60,7 +60,7 @@ def test_smoke_run_writes_every_part_fp16_and_the_metrics(world, tmp_path):
     assert again["image/unet"]["steps"] == 4
     # model_index.json names the class each component was trained as
     index = json.loads((args.out / "decoders" / "video" / "model_index.json").read_text())
-    assert index["unet"] == ["nextgpt.decoder_configs", type(decoders.pipeline("video").unet).__name__]
+    assert index["unet"] == ["nextgpt.unet3d", type(decoders.pipeline("video").unet).__name__]
     assert index["unet"][1] == "UNet3DFramePositions" and index["vae"] == ["diffusers", "AutoencoderKL"]
 
     # --from-checkpoint trains on from the component in --out: with lr 0 the weights come back unchanged
@@ -210,8 +210,7 @@ def test_video_unet_trains_on_with_frame_positions_the_sign_contrast_and_zero_te
     assert run(on)["video/unet"]["steps"] == 4
     rows = [json.loads(line) for line in (on.run_dir / "video" / "unet" / "log.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["hinge"]) and r["hinge"] >= 0 for r in rows)
-    assert json.loads((folder / "model_index.json").read_text())["unet"] == ["nextgpt.decoder_configs",
-                                                                            "UNet3DFramePositions"]
+    assert json.loads((folder / "model_index.json").read_text())["unet"] == ["nextgpt.unet3d", "UNet3DFramePositions"]
     sampler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     assert sampler["rescale_betas_zero_snr"] is True and sampler["timestep_spacing"] == "trailing"
     decoders = Decoders.from_folder(NextGPTConfig.from_name("nano"), first.out)

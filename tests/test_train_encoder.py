@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import logging
@@ -22,12 +21,7 @@ from nextgpt.training.foundation import caption_text, caption_vocabulary, captio
 from nextgpt.world import ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
-# widths 32, one block per tower; 56 px images (2x2 patches of 28) keep the vision tower tiny
-TINY = dataclasses.replace(
-    NextGPTConfig.from_name("nano").encoder, out_embed_dim=32, vision_embed_dim=32, vision_num_blocks=1,
-    vision_num_heads=2, audio_embed_dim=32, audio_num_blocks=1, audio_num_heads=2, text_embed_dim=32,
-    text_num_blocks=1, text_num_heads=2, image_size=56, video_clips=2,
-)
+TINY = NextGPTConfig.from_name("tiny").encoder  # widths 32, one block per tower, 56 px images
 
 
 def _script():

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from nextgpt.config import Modality
-from nextgpt.training.data import Collator, prepare, record_to_messages
+from nextgpt.training.data import Collator, prepare
 from nextgpt.training.loop import RunConfig, data_order, set_trainable, train
 from nextgpt.training.plans import PLANS
+from nextgpt.world import record_to_messages
 
 
 def examples(model):

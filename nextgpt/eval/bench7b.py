@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from nextgpt.config import GenerationSettings, Modality
+from nextgpt.config import QUANTIZATIONS, GenerationSettings, Modality
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Setting:
     @classmethod
     def parse(cls, text: str) -> "Setting":
         quantization, _, rest = text.strip().partition("+")
-        if quantization not in ("none", "8bit", "4bit") or rest not in ("", "offload"):
+        if quantization not in QUANTIZATIONS or rest not in ("", "offload"):
             raise ValueError(f"a setting is none|8bit|4bit, optionally +offload; not {text!r}")
         return cls(quantization, rest == "offload")
 

@@ -238,7 +238,7 @@ def plan_captioning(model: Any, cfg: EvalConfig) -> dict[str, Any]:
 
 
 def run_captioning(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
-    from nextgpt.training.data import record_to_messages
+    from nextgpt.world.messages import record_to_messages
 
     groups, accuracy, rows = {}, {}, {}
     for m, row in plan["rows"].items():
@@ -282,7 +282,7 @@ def plan_generation(model: Any, cfg: EvalConfig) -> dict[str, Any]:
 
 
 def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
-    from nextgpt.training.data import record_to_messages
+    from nextgpt.world.messages import record_to_messages
     from nextgpt.world.records import read_media
 
     model = run.model
@@ -418,7 +418,7 @@ def _embedding_metrics(model: Any, media: dict[str, dict[str, list]], seed: int)
 
 # ---- 3. text + X -> X editing ------------------------------------------------------------------------
 def _mosit(cfg: EvalConfig) -> tuple[list[list[dict[str, Any]]], Path]:
-    from nextgpt.training.data import record_to_messages
+    from nextgpt.world.messages import record_to_messages
 
     records, root = _records(cfg, "mosit")
     return [record_to_messages(r, root) for r in records], root

@@ -1,17 +1,14 @@
 """Official-format records -> chat messages -> padded training batches.
 
-Records (see nextgpt/world/records.py and REFERENCE.md) mark media with `<image>` / `<audio>` / `<video>`
-in the turns; the k-th marker of a modality is the k-th item of that record's media (`input_image`,
-`output_image` + `image_captions`, or `image_list` in MosIT dialogues). In a human turn a marker is an
-upload (encoded); in a gpt turn it is a generated item: the signal tokens, with the item's caption as the
-L2 target. The frozen encoder's features and the decoders' caption encodings are computed once, up front.
+Records become messages in nextgpt/world/messages.py. In a human turn a media part is an upload (encoded); in
+a gpt turn it is a generated item: the signal tokens, with the item's caption as the L2 target. The frozen
+encoder's features and the decoders' caption encodings are computed once, up front.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -20,49 +17,11 @@ import torch
 
 from nextgpt.config import Modality
 from nextgpt.conversation import ConversationBuilder, TrainingExample
+from nextgpt.world.messages import record_to_messages
 
 log = logging.getLogger(__name__)
 
-MARKER = re.compile(r"<(image|audio|video)>")
 KIND_FILES = {"caption": "comprehension.json", "generation": "generation.json", "t2m": "t2m.json", "mosit": "mosit.json"}
-
-
-def _media_lists(rec: dict[str, Any], root: Path) -> dict[str, list[tuple[str, str | None]]]:
-    """Per modality, the record's items in order: (absolute path, caption or None)."""
-    lists: dict[str, list[tuple[str, str | None]]] = {}
-    for m in Modality:
-        key = m.value
-        items: list[tuple[str, str | None]] = []
-        for entry in rec.get(f"{key}_list") or []:
-            items.append((str(root / entry[f"{key}_name"]), entry.get("caption")))
-        for field in (f"input_{key}", f"output_{key}"):
-            if rec.get(field):
-                items.append((str(root / rec[field]), rec.get(f"{key}_captions")))
-        lists[key] = items
-    return lists
-
-
-def record_to_messages(rec: dict[str, Any], root: Path) -> list[dict[str, Any]]:
-    lists = _media_lists(rec, root)
-    used = {m: 0 for m in lists}
-    messages = []
-    for turn in rec.get("conversations") or rec.get("conversation") or []:
-        role = "user" if turn["from"] == "human" else "assistant"
-        parts: list[dict[str, Any]] = []
-        pieces = MARKER.split(turn["value"])
-        for i, piece in enumerate(pieces):
-            if i % 2 == 0:
-                if piece.strip():
-                    parts.append({"type": "text", "text": piece.strip()})
-                continue
-            items = lists[piece]
-            if used[piece] >= len(items):
-                raise ValueError(f"record has more <{piece}> markers than {piece} items")
-            path, caption = items[used[piece]]
-            used[piece] += 1
-            parts.append({"type": piece, "path": path, "caption": caption})
-        messages.append({"role": role, "content": parts})
-    return messages
 
 
 def load_kind(data_dir: Path, split: str, kind: str, *, general_chat: Path | None = None) -> list[list[dict[str, Any]]]:

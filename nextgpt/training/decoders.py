@@ -61,12 +61,12 @@ from nextgpt.decoder_configs import (
     NANO_SIZES,
     SAMPLE_RATE,
     DecoderSizes,
-    UNet3DFramePositions,
     instantiate,
     nano_decoder_components,
 )
 from nextgpt.training.foundation import captioned_items, read_all, write_json
 from nextgpt.training.loop import data_order
+from nextgpt.unet3d import UNet3DFramePositions
 from nextgpt.world import JUDGES, parse_caption
 from nextgpt.world.records import ensure_split, load_records
 

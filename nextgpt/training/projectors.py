@@ -248,12 +248,13 @@ def _state_inputs(checkpoint: Path) -> list[tuple[str, int, int]]:
 
 
 def align_projectors(args: AlignArgs) -> dict[str, Any]:
-    from nextgpt.loading import load_model, save_checkpoint
+    from nextgpt.loading import save_checkpoint
+    from nextgpt.model import NextGPT
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
-    model = load_model("nano", folder=args.checkpoint, merge_lora=True)
+    model = NextGPT.from_preset("nano", folder=args.checkpoint, merge_lora=True)
     if model.decoders is None:
         raise FileNotFoundError(f"{args.checkpoint}/decoders missing: the caption targets come from the decoders")
     limit = 4 if args.smoke else args.limit

@@ -60,7 +60,7 @@ def parse_args(stage: str, argv: Sequence[str] | None = None) -> StageArgs:
 
 
 def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, Any]:
-    from nextgpt.loading import load_model
+    from nextgpt.model import NextGPT
     from nextgpt.training.data import Collator, compute_features, compute_targets, load_kind, prepare
     from nextgpt.training.loop import RunConfig, train
 
@@ -72,7 +72,7 @@ def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, An
     run_dir = args.run_dir or Path("runs") / args.stage
 
     # 1. model: what the checkpoint folder already has (stage 3 keeps LoRA unmerged to go on training it)
-    model = load_model("nano", folder=args.checkpoint, merge_lora=False)
+    model = NextGPT.from_preset("nano", folder=args.checkpoint, merge_lora=False)
     # 2. data -> token ids with labels
     conversations = []
     rng = random.Random(args.seed)

@@ -4,10 +4,12 @@ vocab   - attribute words per modality, spec dataclasses, sampling, edits
 render  - drawing and sound synthesis from plain numbers
 judge   - rule-based read-back of attributes from raw media and from free-text captions
 prompts - every phrasing used in records
+messages - a record's turns as chat messages (the format `NextGPT.chat` and training take)
 records - train/val/test splits in the official NExT-GPT record formats (CLI: python -m nextgpt.world.records)
 """
 
 from nextgpt.world.judge import judge_audio, judge_image, judge_video, parse_caption
+from nextgpt.world.messages import record_to_messages
 from nextgpt.world.vocab import (ATTRIBUTES, CAPTION_TEMPLATES, COLOURS, MEDIA_TOKENS, MODALITIES, SAMPLE_RATE,
                                  VIDEO_FPS, AudioSpec, ImageSpec, Spec, VideoSpec, random_edit, sample_audio_spec,
                                  sample_image_spec, sample_spec, sample_video_spec)
@@ -30,5 +32,6 @@ def __getattr__(name: str):
 __all__ = [
     "ATTRIBUTES", "CAPTION_TEMPLATES", "COLOURS", "JUDGES", "MEDIA_TOKENS", "MODALITIES", "SAMPLE_RATE", "VIDEO_FPS",
     "AudioSpec", "ImageSpec", "Spec", "VideoSpec", "judge_audio", "judge_image", "judge_video", "parse_caption",
-    "random_edit", "sample_audio_spec", "sample_image_spec", "sample_spec", "sample_video_spec", *_RECORDS_API,
+    "random_edit", "record_to_messages", "sample_audio_spec", "sample_image_spec", "sample_spec", "sample_video_spec",
+    *_RECORDS_API,
 ]
