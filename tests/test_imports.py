@@ -28,6 +28,7 @@ FLOORS: list[dict[str, tuple[str, ...]]] = [
     {"loading": ("nextgpt.loading",)},  # checkpoint paths, files and the parts they hold
     {"model": ("nextgpt", "nextgpt.model", "nextgpt.synthetic", "nextgpt.tiny")},  # the tiers composed
     {"eval": ("nextgpt.eval", "nextgpt.eval.*"), "training": ("nextgpt.training", "nextgpt.training.*")},
+    {"study": ("nextgpt.study", "nextgpt.study.*")},  # human evaluation studies: questions, answers, ratings
     {"cli": ("nextgpt.cli", "nextgpt.__main__", "nextgpt.options")},
     {"app": ("app", "app.*", "app.py")},  # the web app sits on top; nothing in nextgpt imports it
 ]
