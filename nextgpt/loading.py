@@ -15,6 +15,7 @@ Our checkpoint folder (every stage writes only what it trained; a missing part s
     token_rows.safetensors           embed_tokens [, lm_head]: rows of the added tokens (or whole matrices)
     lora/                            peft adapter (adapter_config.json + adapter_model.safetensors)
     decoders/<modality>/             diffusers components
+    world.json                       the closed world it was trained on, if any (world_profile.py)
 
 The official `pytorch_model.pt` is a pickle: it is read once with `torch.load(weights_only=True)` (no code
 runs) and written out in the layout above by `convert_official_checkpoint`.
@@ -37,6 +38,7 @@ from torch import nn
 
 from nextgpt.config import MODEL_PRESETS, PRESETS, Modality, NextGPTConfig
 from nextgpt.llm import load_llm, load_token_rows, quantize_loaded, resolve_dtype, save_safetensors, token_rows
+from nextgpt.world_profile import WorldProfile
 
 if TYPE_CHECKING:
     from nextgpt.decode import Decoders
@@ -271,8 +273,11 @@ def load_model(
     model.input_proj.to(device, dtype)
     model.output_projectors.to(device, dtype)
     model.eval()
-    log.info("loaded %s from %s: reads media=%s, writes %s", cfg.name, folder, model.can_encode,
-             sorted(m.value for m in model.can_generate) or "text only")
+    # 5. the closed world it was trained on, if it says so: notices on uploads from outside it, its own abilities
+    model.world = WorldProfile.load(folder)
+    log.info("loaded %s from %s: reads media=%s, writes %s, world: %s", cfg.name, folder, model.can_encode,
+             sorted(m.value for m in model.can_generate) or "text only",
+             model.world.name if model.world else "open (no world.json)")
     return model
 
 

@@ -8,9 +8,11 @@
         print(event.delta, end="")
 
 One turn: 1. build the prompt (conversation.py) -> 2. encode user media once (encode.py, cached by
-content) and project them into the LLM's input space -> 3. generate text token by token with the KV
-cache -> 4. parse signal tokens (signals.py) -> 5. one pass over the canonical reply for the hidden
-states at the signal tokens -> 6. output projectors -> 7. diffusion decoders (decode.py).
+content), project them into the LLM's input space, and note the new uploads that lie outside the world the
+checkpoint was trained on (world_profile.py) -> 3. generate text token by token with the KV cache -> 4. parse
+signal tokens (signals.py) -> 5. one pass over the canonical reply for the hidden states at the signal tokens
+-> 6. output projectors -> 7. diffusion decoders (decode.py). A checkpoint with a world profile answers a
+question about itself ("What can you do?") from its parts and its world instead of 3.-7. (abilities.py).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from nextgpt.abilities import AbilityQuestions, describe_abilities
 from nextgpt.config import GenerationSettings, Modality, NextGPTConfig
-from nextgpt.conversation import ConversationBuilder, MediaItem, Prompt
+from nextgpt.conversation import ConversationBuilder, MediaItem, Prompt, normalize_messages
 from nextgpt.llm import lora_config
 from nextgpt.loading import default_checkpoint_dir, load_model  # noqa: F401 (default_checkpoint_dir: re-exported)
 from nextgpt.project import InputProjection, build_output_projectors
 from nextgpt.signals import parse_signals, signal_vocab_from_tokenizer, with_signal_blocks
+from nextgpt.world_profile import WorldProfile
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,9 @@ class NextGPT(nn.Module):
         # what this instance can do; set by the loader from which trained parts it found
         self.can_encode = encoder is not None
         self.can_generate: set[Modality] = set()
+        # the closed world the checkpoint was trained on (its world.json), set by the loader; None = open world
+        self.world: WorldProfile | None = None
+        self.ability_questions = AbilityQuestions()  # used only with a world; its encoder loads on first use
         self._embed_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.embed_cache_size = 256
 
@@ -129,8 +136,8 @@ class NextGPT(nn.Module):
         arr, notes = out[0], list(out[-1])
         return arr, digest, [f"{path.name}: {n}" for n in notes]
 
-    def embed_media(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor, list[str]]:
-        """(N, llm_hidden) input embeddings for user media; each distinct item is encoded only once."""
+    def media_features(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor, list[str]]:
+        """(N, enc_dim) encoder embeddings of user media, on the CPU; each distinct item is encoded only once."""
         if not self.can_encode:
             raise ModelUnavailableError(
                 f"this {self.cfg.name} checkpoint has no trained media encoder, so it cannot read images, "
@@ -155,8 +162,58 @@ class NextGPT(nn.Module):
             self._embed_cache.move_to_end(key)
         while len(self._embed_cache) > self.embed_cache_size:
             self._embed_cache.popitem(last=False)
-        feats = torch.stack([self._embed_cache[k] for k in keys]).to(self.device, self.input_proj.weight.dtype)
+        return torch.stack([self._embed_cache[k] for k in keys]), notes
+
+    def embed_media(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor, list[str]]:
+        """(N, llm_hidden) input embeddings for user media."""
+        feats, notes = self.media_features(items)
+        feats = feats.to(self.device, self.input_proj.weight.dtype)
         return self.input_proj(feats).to(self.dtype), notes  # (N, H)
+
+    def outside_notices(self, messages: Sequence[dict[str, Any]]) -> list[str]:
+        """A notice for each upload of the last user message that lies outside the checkpoint's world; none
+        without a calibrated world profile. Never raises: a failed check is logged and says nothing."""
+        if self.world is None or not self.can_encode:
+            return []
+        try:
+            last = normalize_messages(messages)[-1]
+            items = [MediaItem(Modality(p["type"]), path=p.get("path"), array=p.get("array"))
+                     for p in last["content"] if p["type"] in {m.value for m in Modality}]
+            items = [item for item in items if self.world.calibrated(item.modality)]
+            if not items:
+                return []
+            feats, _ = self.media_features(items)
+            feats_np = feats.float().numpy()
+            outside = [self.world.outside(item.modality, feats_np[i:i + 1])[0] for i, item in enumerate(items)]
+        except Exception:  # noqa: BLE001 - a notice is a courtesy: it must never fail the turn
+            log.exception("the world check of the uploads failed; no notice")
+            return []
+        counts = {m: sum(item.modality == m for item in items) for m in Modality}
+        seen = dict.fromkeys(Modality, 0)
+        notices = []
+        for item, out in zip(items, outside):
+            seen[item.modality] += 1
+            if out:
+                which = seen[item.modality] if counts[item.modality] > 1 else None
+                notices.append(self.world.notice(item.modality, self.cfg.name, which))
+        return notices
+
+    def asks_abilities(self, messages: Sequence[dict[str, Any]]) -> bool:
+        """Whether the last user message asks what the model can do (only a checkpoint with a world profile
+        answers that itself; any other leaves it to its LLM)."""
+        if self.world is None:
+            return False
+        try:
+            last = normalize_messages(messages)[-1]
+        except Exception:  # noqa: BLE001 - the prompt builder reports a bad message list itself
+            return False
+        text = " ".join(p["text"] for p in last["content"] if p["type"] == "text")
+        return self.ability_questions(text)
+
+    def abilities(self) -> str:
+        """What this checkpoint reads and writes and the world it knows (the answer to "What can you do?")."""
+        return describe_abilities(self.cfg.name, reads_media=self.can_encode, writes=self.can_generate,
+                                  world=self.world)
 
     def prompt_embeds(self, prompt: Prompt) -> tuple[torch.Tensor, list[str]]:
         """(1, T, H) inputs_embeds for a prompt, media slots filled."""
@@ -199,10 +256,16 @@ class NextGPT(nn.Module):
         max_prompt = self.cfg.llm.max_context - max_new_tokens
         prompt = self.builder.build(messages, max_prompt_tokens=max_prompt)
         notices = list(prompt.notices)
-        # 2. media in
+        # 2. media in, and a word on new uploads from outside the checkpoint's world
         embeds, media_notes = self.prompt_embeds(prompt)
-        notices += media_notes
+        notices += media_notes + self.outside_notices(messages)
         timings["prepare"] = time.perf_counter() - t0
+        if self.asks_abilities(messages):  # the model's real abilities, not its LLM's guess
+            text = self.abilities()
+            yield StreamEvent(delta=text)
+            timings["total"] = time.perf_counter() - t0
+            yield StreamEvent(reply=Reply(text=text, notices=notices, timings=timings))
+            return
         # 3. text out, token by token
         banned = torch.tensor(self._banned_ids(settings), dtype=torch.long, device=self.device)
         stops = [seq for seq in self.builder.stop_sequences if seq]

@@ -183,6 +183,23 @@ def test_upload_to_a_text_only_checkpoint_is_a_chat_message(handlers, model, upl
     assert "Uploads are not read" in describe(model, "v1")
 
 
+def test_an_upload_outside_the_world_is_noted_beside_the_answer(handlers, model, uploads, monkeypatch):
+    from nextgpt.world_profile import ModalityCheck, WorldModality, WorldProfile
+
+    feats = np.random.default_rng(0).normal(size=(64, model.cfg.encoder.out_embed_dim))
+    check = ModalityCheck.fit(feats, ["a", "b"] * 32, components=4).with_threshold(0.0)  # all is outside this world
+    monkeypatch.setattr(model, "world", WorldProfile("a toy world", {Modality.IMAGE: WorldModality(
+        {"shape": ("circle",)}, "a {shape}", "coloured shapes on white", "one {shape}", check)}))
+    monkeypatch.setattr(model, "ability_questions", lambda text: "what can you do" in text.lower())
+    model.llm.queue_reply("A purple square.")
+    chat, session, _ = run(handlers.chat({"text": "What is this?", "files": [str(uploads["image"])]}, None,
+                                         *DEFAULT_SETTINGS))
+    assert texts(chat[1]) == ("A purple square.\n\n_This picture does not look like anything nano was trained on "
+                              "(coloured shapes on white); the answer may be wrong._")
+    chat, session, _ = run(handlers.chat("What can you do?", session, *DEFAULT_SETTINGS))  # no reply queued: no LLM
+    assert texts(chat[3]) == model.abilities() and "one circle" in texts(chat[3])
+
+
 # ---- errors and plumbing, with a fake model ----------------------------------------------------------
 @pytest.mark.parametrize("error, shown", [
     (ConversationError("the conversation is empty"), "the conversation is empty"),

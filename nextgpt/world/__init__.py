@@ -11,8 +11,8 @@ records - train/val/test splits in the official NExT-GPT record formats (CLI: py
 from nextgpt.world.judge import judge_audio, judge_image, judge_video, parse_caption
 from nextgpt.world.messages import record_to_messages
 from nextgpt.world.vocab import (ATTRIBUTES, CAPTION_TEMPLATES, COLOURS, MEDIA_TOKENS, MODALITIES, SAMPLE_RATE,
-                                 VIDEO_FPS, AudioSpec, ImageSpec, Spec, VideoSpec, random_edit, sample_audio_spec,
-                                 sample_image_spec, sample_spec, sample_video_spec)
+                                 VIDEO_FPS, WORLD_GISTS, WORLD_PHRASES, AudioSpec, ImageSpec, Spec, VideoSpec,
+                                 random_edit, sample_audio_spec, sample_image_spec, sample_spec, sample_video_spec)
 
 JUDGES = {"image": judge_image, "audio": judge_audio, "video": judge_video}
 
@@ -31,7 +31,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ATTRIBUTES", "CAPTION_TEMPLATES", "COLOURS", "JUDGES", "MEDIA_TOKENS", "MODALITIES", "SAMPLE_RATE", "VIDEO_FPS",
-    "AudioSpec", "ImageSpec", "Spec", "VideoSpec", "judge_audio", "judge_image", "judge_video", "parse_caption",
-    "random_edit", "record_to_messages", "sample_audio_spec", "sample_image_spec", "sample_spec", "sample_video_spec",
-    *_RECORDS_API,
+    "WORLD_GISTS", "WORLD_PHRASES", "AudioSpec", "ImageSpec", "Spec", "VideoSpec", "judge_audio", "judge_image",
+    "judge_video", "parse_caption", "random_edit", "record_to_messages", "sample_audio_spec", "sample_image_spec",
+    "sample_spec", "sample_video_spec", *_RECORDS_API,
 ]

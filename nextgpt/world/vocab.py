@@ -52,6 +52,18 @@ CAPTION_TEMPLATES: dict[str, str] = {
     "video": "a {colour} {shape} moving {direction}",
 }
 MEDIA_TOKENS: dict[str, str] = {m: f"<{m}>" for m in MODALITIES}  # placeholder in conversation text
+# How a model trained on this world says what it knows (copied into a checkpoint's world.json): a gist for
+# short notices, and a phrase whose {attribute} becomes that attribute's words ("circle, square or triangle")
+WORLD_GISTS: dict[str, str] = {
+    "image": "coloured shapes on white",
+    "audio": "tones and buzzes, steady or beeping",
+    "video": "one coloured shape moving in a straight line",
+}
+WORLD_PHRASES: dict[str, str] = {
+    "image": "one {shape} in {colour}, on white",
+    "audio": "a {pitch} {sound}, {rhythm}",
+    "video": "a coloured {shape} moving {direction}",
+}
 
 # Attribute combinations held out of the train and val splits (no caption or target there has them, in any
 # modality); the test split holds them, and the eval reports them as their own row. Each colour is in at most
