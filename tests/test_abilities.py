@@ -145,14 +145,14 @@ def test_a_world_checkpoint_answers_from_its_parts(tiny_model):
     reply = events[-1].reply
     assert reply.text == tiny_model.abilities() and "".join(e.delta for e in events) == reply.text
     assert not reply.images and not reply.audios and not reply.videos
-    assert reply.text.startswith("I am nano.")
+    assert reply.text.startswith(f"I am {tiny_model.cfg.name}.")
 
 
 def test_without_a_world_the_llm_answers(tiny_model):
     tiny_model.world = None
     tiny_model.ability_questions = lambda text: True
     reply = tiny_model.chat([{"role": "user", "content": "What can you do?"}], GenerationSettings(max_new_tokens=3))
-    assert not reply.text.startswith("I am nano.")
+    assert not reply.text.startswith(f"I am {tiny_model.cfg.name}.")
 
 
 def test_shipped_nano_answers_with_its_abilities():

@@ -178,8 +178,8 @@ def _ask(model, parts: list[dict], history: list[dict] | None = None):
 def test_an_upload_outside_the_world_gets_a_notice(tiny_model, photo):
     tiny_model.world = _profile_for(tiny_model, threshold=0.0)
     reply = _ask(tiny_model, [{"type": "image", "path": str(photo)}])
-    assert "This picture does not look like anything nano was trained on (toy images); the answer may be wrong." \
-        in reply.notices
+    assert (f"This picture does not look like anything {tiny_model.cfg.name} was trained on (toy images); the answer "
+            "may be wrong.") in reply.notices
     two = _ask(tiny_model, [{"type": "image", "path": str(photo)}, {"type": "image", "array": np.zeros((8, 8, 3), np.uint8)}])
     assert [n.split(" does")[0] for n in two.notices if "trained on" in n] == ["The first picture", "The second picture"]
 
