@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,7 +23,7 @@ from nextgpt.study import StudyError, load_study
 from nextgpt.study.assign import blocks, least_rated, screens
 from nextgpt.study.default import write_default
 from nextgpt.study.prepare import load_prepared, prepare, require_prepared, stale
-from nextgpt.study.results import compute, export, write_results
+from nextgpt.study.results import compute, export, icc_2k as library_icc_2k, interval_alpha, write_results
 from tests.conftest import ROOT, run_nextgpt
 from tests.study_fixtures import SYSTEMS, ScriptedModel, quality, scripted_models, write_study
 
@@ -58,6 +60,44 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
 @pytest.fixture
 def toy(tmp_path):
     return load_study(write_study(tmp_path / "toy"))
+
+
+def test_agreement_matches_published_values():
+    """The libraries behind the results (NLTK's alpha, statsmodels' ANOVA) and the numpy formulas above on
+    the worked examples of the papers that define the coefficients."""
+    nan = np.nan
+    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 coders x 12 units with missing
+    # values (unit 12 has a single value and does not count); interval alpha = 0.849
+    matrix = np.array([[1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
+                       [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
+                       [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
+                       [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan]])
+    units = {u: {c: matrix[c, u] for c in range(4) if not np.isnan(matrix[c, u])} for u in range(12)}
+    assert interval_alpha(units) == pytest.approx(alpha_interval(matrix)) == pytest.approx(0.849, abs=5e-4)
+    # Shrout & Fleiss (1979), table 2: 6 targets x 4 judges; ICC(2,4) = 0.62 (ICC(2,1) = 0.29)
+    y = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float)
+    icc, low, high = library_icc_2k(y)
+    assert icc == pytest.approx(icc_2k(y)) == pytest.approx(0.62, abs=5e-3)
+    # McGraw & Wong (1996) ICC(A,k) interval on these data: 0.07 to 0.93
+    assert (low, high) == pytest.approx((0.07, 0.93), abs=5e-3)
+    # no residual spread (raters agree up to a constant offset): the interval is undefined
+    assert library_icc_2k(np.array([[1, 2], [4, 5], [7, 8]]))[1:] == (None, None)
+
+
+def test_the_statistics_need_no_gpl_package():
+    """The study's results run without the GPL packages (krippendorff, pingouin) they once used."""
+    code = """
+import sys
+import numpy as np
+from nextgpt.cli import main
+from nextgpt.study.results import icc_2k, interval_alpha
+interval_alpha({0: {"a": 1, "b": 2}, 1: {"a": 3, "b": 3}})
+icc_2k(np.array([[1, 2], [4, 4], [7, 9]]))
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("krippendorff", "pingouin"))
+assert not bad, bad
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 # ---- spec and the default study -----------------------------------------------------------------------
