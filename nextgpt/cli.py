@@ -360,10 +360,10 @@ def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
         from nextgpt.study.prepare import prepare
 
         return prepare(study, *_study_models(args), progress=not args.no_progress)
-    # the ratings live in the app's evaluation store (app/store.py), beside the chat scores
-    from app.store import ScoreStore
+    # the ratings live in the evaluation database, the same file the app keeps its chat scores in
+    from nextgpt.study.store import StudyStore
 
-    store = ScoreStore(args.scores_db)
+    store = StudyStore(args.scores_db)
     if args.study_command == "raters":
         import secrets
         from urllib.parse import urlencode

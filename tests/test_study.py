@@ -1,13 +1,16 @@
-"""Tests for nextgpt/study/ (spec, default study, assignment, prepare, results) and the study tables of
-app/store.py. The rating app itself is tested in tests/test_study_app.py.
+"""Tests for nextgpt/study/ (spec, default study, assignment, prepare, results, the store of raters and
+ratings). The rating app itself is tested in tests/test_study_app.py.
 
     .venv/bin/python -m pytest tests/test_study.py -q
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
+import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -21,7 +24,8 @@ from nextgpt.study import StudyError, load_study
 from nextgpt.study.assign import blocks, least_rated, screens
 from nextgpt.study.default import write_default
 from nextgpt.study.prepare import load_prepared, prepare, require_prepared, stale
-from nextgpt.study.results import compute, export, write_results
+from nextgpt.study.results import compute, export, icc_2k as library_icc_2k, interval_alpha, write_results
+from nextgpt.study.store import StudyStore
 from tests.conftest import ROOT, run_nextgpt
 from tests.study_fixtures import SYSTEMS, ScriptedModel, quality, scripted_models, write_study
 
@@ -58,6 +62,52 @@ def t_interval(values: list[float]) -> tuple[float, float, float]:
 @pytest.fixture
 def toy(tmp_path):
     return load_study(write_study(tmp_path / "toy"))
+
+
+def test_agreement_matches_published_values():
+    """The libraries behind the results (NLTK's alpha, statsmodels' ANOVA) and the numpy formulas above on
+    the worked examples of the papers that define the coefficients."""
+    nan = np.nan
+    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 coders x 12 units with missing
+    # values (unit 12 has a single value and does not count); interval alpha = 0.849
+    matrix = np.array([[1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
+                       [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
+                       [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
+                       [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan]])
+    units = {u: {c: matrix[c, u] for c in range(4) if not np.isnan(matrix[c, u])} for u in range(12)}
+    assert interval_alpha(units) == pytest.approx(alpha_interval(matrix)) == pytest.approx(0.849, abs=5e-4)
+    # Shrout & Fleiss (1979), table 2: 6 targets x 4 judges; ICC(2,4) = 0.62 (ICC(2,1) = 0.29)
+    y = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]], dtype=float)
+    icc, low, high = library_icc_2k(y)
+    assert icc == pytest.approx(icc_2k(y)) == pytest.approx(0.62, abs=5e-3)
+    # McGraw & Wong (1996) ICC(A,k) interval on these data: 0.07 to 0.93
+    assert (low, high) == pytest.approx((0.07, 0.93), abs=5e-3)
+    # no residual spread (raters agree up to a constant offset): the interval is undefined
+    assert library_icc_2k(np.array([[1, 2], [4, 5], [7, 8]]))[1:] == (None, None)
+
+
+def test_the_library_imports_neither_the_app_nor_gpl_packages(tmp_path):
+    """nextgpt/ never imports app/ (the app depends on the library, not the other way round), and the study
+    commands run without the GPL packages (krippendorff, pingouin) the statistics once used."""
+    for path in (ROOT / "nextgpt").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            assert not [n for n in names if n.split(".")[0] == "app"], f"{path.relative_to(ROOT)} imports {names}"
+    code = f"""
+import sys
+import numpy as np
+from nextgpt.cli import main
+from nextgpt.study.results import icc_2k, interval_alpha
+from nextgpt.study.store import StudyStore
+StudyStore({str(tmp_path / "s.sqlite")!r}).add_study_rater("toy", "ana", "x" * 20)
+interval_alpha({{0: {{"a": 1, "b": 2}}, 1: {{"a": 3, "b": 3}}}})
+icc_2k(np.array([[1, 2], [4, 4], [7, 9]]))
+bad = sorted(m for m in sys.modules if m.split(".")[0] in ("app", "krippendorff", "pingouin"))
+assert not bad, bad
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 # ---- spec and the default study -----------------------------------------------------------------------
@@ -258,12 +308,12 @@ def test_results_say_why_agreement_is_missing(toy):
 # ---- the store -----------------------------------------------------------------------------------------
 def test_raters_spread_over_blocks_when_joining_at_once(tmp_path):
     path = tmp_path / "s.sqlite"
-    ScoreStore(path)
+    StudyStore(path)
     joined, errors = [], []
 
     def join(k: int) -> None:
         try:
-            joined.append(ScoreStore(path).join_study("toy", least_rated, 3, name=f"rater{k}"))
+            joined.append(StudyStore(path).join_study("toy", least_rated, 3, name=f"rater{k}"))
         except Exception as err:  # noqa: BLE001 - asserted below
             errors.append(err)
 
@@ -273,13 +323,13 @@ def test_raters_spread_over_blocks_when_joining_at_once(tmp_path):
     for t in pool:
         t.join()
     assert errors == [] and Counter(r["block"] for r in joined) == {0: 3, 1: 3, 2: 3}
-    store = ScoreStore(path)
+    store = StudyStore(path)
     again = store.join_study("toy", least_rated, 3, name="rater4")  # the same name: the same rater and block
     assert again == [r for r in joined if r["name"] == "rater4"][0]
 
 
 def test_ratings_are_kept_once_and_tokens_reserve_names(tmp_path):
-    store = ScoreStore(tmp_path / "s.sqlite")
+    store = StudyStore(tmp_path / "s.sqlite")
     store.add_study_rater("toy", "ana", "x" * 20)
     with pytest.raises(ValueError, match="link"):
         store.join_study("toy", least_rated, 2, name="ana")
@@ -299,7 +349,8 @@ def test_ratings_are_kept_once_and_tokens_reserve_names(tmp_path):
     assert store.study_done("toy", ana["id"]) == {("q01", "a"), ("q01", "b")}
     assert store.study_raters("toy")[0]["link"] is True
     assert "x" * 20 not in (tmp_path / "s.sqlite").read_bytes().decode("latin-1")  # tokens are stored hashed
-    assert ScoreStore(tmp_path / "s.sqlite").study_ratings("toy") == rows  # a new process reads them back
+    assert StudyStore(tmp_path / "s.sqlite").study_ratings("toy") == rows  # a new process reads them back
+    assert ScoreStore(tmp_path / "s.sqlite").study_ratings("toy") == rows  # and so does the app's store
 
 
 # ---- the command line ----------------------------------------------------------------------------------
@@ -308,7 +359,7 @@ def test_cli_raters_results_export(toy, tmp_path):
 
     prepare(toy, *scripted_models(), progress=False)
     db = tmp_path / "s.sqlite"
-    store = ScoreStore(db)
+    store = ScoreStore(db)  # the app's store; the commands read the same file through nextgpt's StudyStore
     for name, (block, offset) in {"a": (0, 0), "b": (0, 1), "c": (1, 0), "d": (1, 0)}.items():
         rater = store.join_study("toy", least_rated, 2, name=name)
         for item_id in blocks(toy)[rater["block"]]:

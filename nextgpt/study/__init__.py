@@ -10,7 +10,8 @@ default  - the bundled default study (python -m nextgpt.study.default writes it)
 prepare  - generating and loading the answers (media files named by content + one JSON per answer)
 assign   - blocks of items per rater, per-rater order and A/B sides (seeded)
 results  - means and intervals, paired differences, Krippendorff's alpha, ICC(2,k), plots, CSV / JSONL export
-The raters and their ratings live in the app's SQLite store (app/store.py); the rating UI is app/study_tab.py.
+store    - the raters and their ratings in SQLite (the file the app also keeps its chat scores in)
+The rating UI is app/study_tab.py.
 """
 
 from nextgpt.study.spec import Item, Study, StudyError, System, bundled_studies, load_study

@@ -11,11 +11,12 @@ How each figure is computed:
   then the mean over items with its two-sided 95 % t-interval (no interval with fewer than two items).
 - **paired difference**: per item, the item mean of a system minus that of the first system (the
   baseline) on the same item; mean and 95 % t-interval over the items both have.
-- **Krippendorff's alpha** (interval level, the `krippendorff` package): every rated answer (item x system)
-  is a unit, every rater a coder; missing ratings are allowed.
-- **ICC(2,k)** (two-way random effects, absolute agreement, mean of k raters: pingouin's "ICC(A,k)"), per
-  block of items (assign.py): the block's raters who scored at least half of its answers, on the answers all
-  of them scored.
+- **Krippendorff's alpha** (interval level, NLTK's `AnnotationTask` with `interval_distance`): every rated
+  answer (item x system) is a unit, every rater a coder; missing ratings are allowed.
+- **ICC(2,k)** (Shrout & Fleiss 1979: two-way random effects, absolute agreement, mean of k raters; McGraw &
+  Wong 1996's "ICC(A,k)") from the mean squares of statsmodels' two-way ANOVA, with McGraw & Wong's 95 %
+  interval, per block of items (assign.py): the block's raters who scored at least half of its answers, on
+  the answers all of them scored.
 Gold items are left out of all of these; each rater's gold answers count as attention checks passed when the
 score lies in the gold answer's range. Skips are counted, never scored.
 """
@@ -29,7 +30,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -76,7 +77,7 @@ class BlockICC:
     raters: int
     units: int
     icc: float | None
-    low: float | None  # pingouin's 95 % interval
+    low: float | None  # 95 % interval (McGraw & Wong 1996); None where it is undefined (no residual spread)
     high: float | None
     reason: str = ""
 
@@ -163,26 +164,63 @@ def _scores(study: Study, ratings: Sequence[dict[str, Any]]) -> dict[tuple[str, 
     return out
 
 
-def _alpha(scores: dict[tuple[str, str], dict[str, float]]) -> tuple[float | None, int, str]:
-    import krippendorff
+def interval_alpha(scores: Mapping[Hashable, Mapping[Hashable, float]]) -> float:
+    """Krippendorff's alpha, interval metric, of unit -> {rater: score}: a rater who did not score a unit is
+    simply absent, and units with fewer than two scores do not count (Krippendorff 2011, "Computing
+    Krippendorff's alpha-reliability"). Computed by NLTK's AnnotationTask with its interval (squared
+    difference) distance."""
+    from nltk.metrics.agreement import AnnotationTask
+    from nltk.metrics.distance import interval_distance
 
-    raters = sorted({r for by_rater in scores.values() for r in by_rater})
-    units = [u for u, by_rater in scores.items() if len(by_rater) >= 2]
+    data = [(rater, unit, float(score)) for unit, by_rater in scores.items() for rater, score in by_rater.items()]
+    return float(AnnotationTask(data=data, distance=interval_distance).alpha())
+
+
+def _alpha(scores: dict[tuple[str, str], dict[str, float]]) -> tuple[float | None, int, str]:
+    units = {u: by_rater for u, by_rater in scores.items() if len(by_rater) >= 2}
     if not units:
         return None, 0, "no answer has two scores yet"
-    data = np.full((len(raters), len(units)), np.nan)  # (raters, units)
-    for j, unit in enumerate(units):
-        for rater, score in scores[unit].items():
-            data[raters.index(rater), j] = score
-    if np.unique(data[~np.isnan(data)]).size < 2:
+    if len({s for by_rater in units.values() for s in by_rater.values()}) < 2:
         return None, len(units), "every score is the same"
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="interval")), len(units), ""
+    return interval_alpha(units), len(units), ""
+
+
+def icc_2k(table: np.ndarray, confidence: float = 0.95) -> tuple[float, float | None, float | None]:
+    """ICC(2,k) of a complete (units x raters) table and its two-sided interval (None where undefined).
+
+    The mean squares of units (MSR), raters (MSC) and error (MSE) come from statsmodels' two-way ANOVA without
+    interaction (one score per cell); the interval is McGraw & Wong (1996, table 7, case 2A, "ICC(A,k)"), with
+    Satterthwaite's degrees of freedom."""
+    import pandas as pd
+    from statsmodels.formula.api import ols
+    from statsmodels.stats.anova import anova_lm
+
+    table = np.asarray(table, dtype=float)
+    n, k = table.shape
+    frame = pd.DataFrame({"score": table.ravel(), "unit": np.repeat(np.arange(n), k),
+                          "rater": np.tile(np.arange(k), n)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # F and p of a zero residual: not used here
+        ms = anova_lm(ols("score ~ C(unit) + C(rater)", frame).fit())["mean_sq"]
+    msr, msc, mse = float(ms["C(unit)"]), float(ms["C(rater)"]), float(ms["Residual"])
+    # Shrout & Fleiss (1979) ICC(2,k): (MSR - MSE) / (MSR + (MSC - MSE) / n)
+    icc = (msr - mse) / (msr + (msc - mse) / n) if msr + (msc - mse) / n > 0 else math.nan
+    if not math.isfinite(icc) or mse <= 1e-12 * max(msr, msc, 1.0):  # no residual spread: no interval
+        return icc, None, None
+    p = (msr - mse) / (msr + (k - 1) * mse + k * (msc - mse) / n)  # ICC(2,1), for the degrees of freedom
+    a, b = k * p / (n * (1 - p)), 1 + k * p * (n - 1) / (n * (1 - p))
+    v = (a * msc + b * mse) ** 2 / ((a * msc) ** 2 / (k - 1) + (b * mse) ** 2 / ((n - 1) * (k - 1)))
+    q = 0.5 + confidence / 2
+    f_low, f_high = stats.f.ppf(q, n - 1, v), stats.f.ppf(q, v, n - 1)
+    with np.errstate(all="ignore"):
+        low = float(n * (msr - f_low * mse) / (f_low * (msc - mse) + n * msr))
+        high = float(n * (f_high * msr - mse) / (msc - mse + n * f_high * msr))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return icc, None, None
+    return icc, low, high
 
 
 def _block_icc(study: Study, scores: dict[tuple[str, str], dict[str, float]]) -> list[BlockICC]:
-    import pandas as pd
-    import pingouin
-
     out = []
     for b, item_ids in enumerate(blocks(study)):
         units = [(i, s.id) for i in item_ids for s in study.systems]
@@ -202,14 +240,7 @@ def _block_icc(study: Study, scores: dict[tuple[str, str], dict[str, float]]) ->
         if reason:
             out.append(BlockICC(b, len(raters), len(complete), None, None, None, reason))
             continue
-        frame = pd.DataFrame([(f"{u[0]}/{u[1]}", r, scores[u][r]) for u in complete for r in raters],
-                             columns=["unit", "rater", "score"])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            table = pingouin.intraclass_corr(frame, targets="unit", raters="rater", ratings="score").set_index("Type")
-        row = table.loc["ICC(A,k)"]  # two-way random, absolute agreement, average of k raters = ICC(2,k)
-        icc = float(row["ICC"])
-        low, high = (float(x) for x in row["CI95"])
+        icc, low, high = icc_2k(np.array([[scores[u][r] for r in raters] for u in complete]))
         if not math.isfinite(icc):
             out.append(BlockICC(b, len(raters), len(complete), None, None, None, "no spread between answers"))
         else:
