@@ -30,6 +30,43 @@ class Modality(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class ModalitySpec:
+    """What a modality is called and where its files go: the words and names every tier outside the tensors
+    uses (CLI flags, Reply's lists, the app's labels, the world's folders). The tensor side is `DecoderSpec`."""
+
+    modality: Modality
+    noun: str  # one generated item in the app and the study: "Generating sound…"
+    plural: str  # the app's capability list: "reads text, images, audio, video"
+    spoken: str  # how the model's own notices name one upload: "This picture looks like ..."
+    reply_key: str  # Reply's list of generated items, the CLI's JSON key and output file stem
+    extension: str  # generated and world files: ".png" | ".wav" | ".mp4"
+    world_dir: str  # the world's folder of files of this modality (nextgpt/world/records.py)
+    signal_prefix: str  # "IMG" -> signal tokens [IMG0] .. [IMG{n-1}] in every preset
+
+    @property
+    def name(self) -> str:
+        """The modality's value: the message part type, the CLI flag (--image) and the eval tables' key."""
+        return self.modality.value
+
+    @property
+    def media_token(self) -> str:
+        """The placeholder of an item in conversation text: <image>."""
+        return f"<{self.modality.value}>"
+
+
+# The one table of modalities, in the canonical order (Modality's); a new modality is a new row here plus its
+# encoder tower and its decoder spec.
+MODALITY_INFO: dict[Modality, ModalitySpec] = {
+    Modality.IMAGE: ModalitySpec(Modality.IMAGE, noun="image", plural="images", spoken="picture", reply_key="images",
+                                 extension=".png", world_dir="images", signal_prefix="IMG"),
+    Modality.AUDIO: ModalitySpec(Modality.AUDIO, noun="sound", plural="audio", spoken="sound", reply_key="audios",
+                                 extension=".wav", world_dir="audio", signal_prefix="AUD"),
+    Modality.VIDEO: ModalitySpec(Modality.VIDEO, noun="video", plural="video", spoken="video", reply_key="videos",
+                                 extension=".mp4", world_dir="videos", signal_prefix="VID"),
+}
+
+
+@dataclass(frozen=True)
 class LLMConfig:
     """The causal language model and its LoRA."""
 
