@@ -131,7 +131,7 @@ class OutputRoot:
         """Write a Reply's images, sounds and videos -> engine content parts, in that order."""
         parts = []
         for modality in Modality:
-            for arr in reply.media(modality):
+            for arr in reply.media[modality]:
                 path = self._new_file(session_id, "out", _OUT_SUFFIX[modality])
                 if modality is Modality.IMAGE:
                     save_image(arr, path)

@@ -47,7 +47,7 @@ def test_signal_tokens_produce_media(tiny_model, modality):
     sig = list(tiny_model.vocab.signals[modality])
     script(tiny_model, words(tiny_model, "Here it is.") + sig)
     reply = tiny_model.chat([{"role": "user", "content": "make one"}])
-    out = reply.media(modality)
+    out = reply.media[modality]
     assert len(out) == 1 and reply.signal_issues == []
     shape = {Modality.IMAGE: (32, 32, 3), Modality.VIDEO: (3, 32, 32, 3), Modality.AUDIO: (8000,)}[modality]
     assert out[0].shape == shape

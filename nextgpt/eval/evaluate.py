@@ -145,7 +145,7 @@ def by_combination(modality: str, truths: Sequence[dict[str, str]], preds: Seque
 
 def produced(reply: Any) -> list[tuple[str, np.ndarray]]:
     """(modality, array) of every item in a reply, in canonical modality order."""
-    return [(m, arr) for m in MODALITIES for arr in reply.media(Modality(m))]
+    return [(m, arr) for m in MODALITIES for arr in reply.media[Modality(m)]]
 
 
 def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -324,7 +324,7 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
                         base_keyed.append(theirs)
             if caption is not None:
                 truth = caption_attributes(caption, asked)
-                mine = reply.media(Modality(asked))
+                mine = reply.media[Modality(asked)]
                 pred = judge(asked, mine[0], reply.audio_sample_rate) if mine else None
                 truths.append(truth)
                 preds.append(pred)
@@ -458,7 +458,7 @@ def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, An
         new, old = caption_attributes(caption, m), caption_attributes(before["caption"], before["type"])
         edited = [k for k in new if old.get(k) != new[k]]
         reply = run.chat(messages[: j + 1], seed=1000 * d + j)
-        mine = reply.media(Modality(m))
+        mine = reply.media[Modality(m)]
         pred = judge(m, mine[0], reply.audio_sample_rate) if mine else {}
         row = per.setdefault(m, {"all": [], "edited": [], "kept": [], "produced": [], "targets": [], "chance": []})
         kept = [k for k in new if k not in edited]

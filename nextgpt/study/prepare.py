@@ -142,7 +142,7 @@ def _model_answer(study: Study, item: Item, system: System, model: Any) -> dict[
                Modality.AUDIO: lambda arr, p: media.save_audio(arr, p, reply.audio_sample_rate),
                Modality.VIDEO: media.save_video}
     for modality in Modality:
-        for arr in reply.media(modality):
+        for arr in reply.media[modality]:
             path = _store_media(study, lambda dest, arr=arr: writers[modality](arr, dest), _SUFFIX[modality.value])
             content.append({"type": modality.value, "path": path})
     return {"content": content, "error": None, "seconds": round(seconds, 3), "notices": reply.notices}
