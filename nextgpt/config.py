@@ -39,7 +39,7 @@ class ModalitySpec:
     plural: str  # the app's capability list: "reads text, images, audio, video"
     spoken: str  # how the model's own notices name one upload: "This picture looks like ..."
     reply_key: str  # Reply's list of generated items, the CLI's JSON key and output file stem
-    extension: str  # generated and world files: ".png" | ".wav" | ".mp4"
+    extensions: tuple[str, ...]  # file suffixes an upload may have; the first is the one files are written with
     world_dir: str  # the world's folder of files of this modality (nextgpt/world/records.py)
     signal_prefix: str  # "IMG" -> signal tokens [IMG0] .. [IMG{n-1}] in every preset
 
@@ -47,6 +47,11 @@ class ModalitySpec:
     def name(self) -> str:
         """The modality's value: the message part type, the CLI flag (--image) and the eval tables' key."""
         return self.modality.value
+
+    @property
+    def extension(self) -> str:
+        """The suffix of generated and world files: .png | .wav | .mp4."""
+        return self.extensions[0]
 
     @property
     def media_token(self) -> str:
@@ -58,11 +63,14 @@ class ModalitySpec:
 # encoder tower and its decoder spec.
 MODALITY_INFO: dict[Modality, ModalitySpec] = {
     Modality.IMAGE: ModalitySpec(Modality.IMAGE, noun="image", plural="images", spoken="picture", reply_key="images",
-                                 extension=".png", world_dir="images", signal_prefix="IMG"),
+                                 extensions=(".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"),
+                                 world_dir="images", signal_prefix="IMG"),
     Modality.AUDIO: ModalitySpec(Modality.AUDIO, noun="sound", plural="audio", spoken="sound", reply_key="audios",
-                                 extension=".wav", world_dir="audio", signal_prefix="AUD"),
+                                 extensions=(".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".webm", ".opus"),
+                                 world_dir="audio", signal_prefix="AUD"),
     Modality.VIDEO: ModalitySpec(Modality.VIDEO, noun="video", plural="video", spoken="video", reply_key="videos",
-                                 extension=".mp4", world_dir="videos", signal_prefix="VID"),
+                                 extensions=(".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"),
+                                 world_dir="videos", signal_prefix="VID"),
 }
 
 

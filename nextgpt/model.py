@@ -135,16 +135,14 @@ class NextGPT(nn.Module):
             return arr, hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest(), []
         path = Path(str(item.path))
         limits = self.media_limits or media.MediaLimits()
-        loader = {Modality.IMAGE: media.load_image, Modality.AUDIO: media.load_audio, Modality.VIDEO: media.load_video}
         if not path.is_file():
             raise media.MediaError(f"{path.name}: file not found")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         key = f"{item.modality.value}:{digest}"
         if key in self._embed_cache:
             return np.empty(0), digest, []
-        out = loader[item.modality](path, limits)
-        arr, notes = out[0], list(out[-1])
-        return arr, digest, [f"{path.name}: {n}" for n in notes]
+        loaded = media.load(item.modality, path, limits)
+        return loaded.array, digest, [f"{path.name}: {n}" for n in loaded.notes]
 
     def media_features(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor, list[str]]:
         """(N, enc_dim) encoder embeddings of user media, on the CPU; each distinct item is encoded only once."""

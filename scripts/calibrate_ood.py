@@ -249,8 +249,7 @@ def as_uploads(modality: str, items: list[np.ndarray], folder: Path) -> list[np.
 
 
 def read_upload(modality: str, path: Path) -> np.ndarray:
-    loader = {"image": media.load_image, "audio": media.load_audio, "video": media.load_video}[modality]
-    return loader(path)[0]
+    return media.load(modality, path).array
 
 
 def split_media(data: Path, split: str, modality: str) -> list[np.ndarray]:
