@@ -300,7 +300,7 @@ def calibrate(checkpoint: Path, data: Path, *, n_fit: int, n_outside: int, quant
     reals = real_media()
     parts, figures = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for k, modality in enumerate(("image", "audio", "video")):
+        for k, modality in enumerate(m.value for m in Modality):
             # 1. fit on world media drawn as training items are, through the upload files
             rng = np.random.default_rng([seed, k])
             specs = [sample_spec(modality, rng) for _ in range(n_fit)]
