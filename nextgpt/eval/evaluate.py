@@ -44,8 +44,9 @@ from nextgpt.config import GenerationSettings, Modality
 from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
 from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, caption_scores, frechet_distance, mean_cosine,
                                   rate_of)
+from nextgpt.world import JUDGES
 from nextgpt.world import prompts as P
-from nextgpt.world.judge import judge_audio, judge_image, judge_small_talk, judge_video, parse_caption
+from nextgpt.world.judge import judge_small_talk, parse_caption
 from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES, held_out_pairs
 
 log = logging.getLogger(__name__)
@@ -117,11 +118,7 @@ def capabilities(model: Any) -> dict[str, Any]:
 # ---- judging --------------------------------------------------------------------------------------
 def judge(modality: str, arr: np.ndarray, sample_rate: int = 16000) -> dict[str, str | None]:
     """The world's rule-based judge of one produced item."""
-    if modality == "image":
-        return judge_image(arr)
-    if modality == "audio":
-        return judge_audio(arr, sample_rate)
-    return judge_video(arr)
+    return JUDGES[modality](arr, sample_rate)
 
 
 def caption_attributes(caption: str, modality: str) -> dict[str, str]:
