@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nextgpt.config import GenerationSettings, Modality
+from nextgpt.config import MODALITY_INFO, GenerationSettings, Modality
 from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
 from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, caption_scores, frechet_distance, mean_cosine,
                                   rate_of)
@@ -369,7 +369,7 @@ def render_again(modality: str, captions: Sequence[str], seed: int) -> list[np.n
             if getattr(spec, attribute) != word:
                 spec = spec.edited(attribute, word)
         specs.append(spec)
-    suffix = {"image": ".png", "audio": ".wav", "video": ".mp4"}[modality]
+    suffix = MODALITY_INFO[Modality(modality)].extension
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(tmp) / f"{i:06d}{suffix}" for i in range(len(specs))]
         if modality == "video":
