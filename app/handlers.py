@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 from app.examples import EXAMPLES, EXAMPLES_DIR
 from app.media import OutputRoot, display_part, new_session_id, stored_part
 from app.store import Score, ScoreStore
-from nextgpt.config import GenerationSettings, Modality
+from nextgpt.config import MODALITY_INFO, GenerationSettings, Modality
 from nextgpt.conversation import ConversationError
 from nextgpt.media import MediaError
 from nextgpt.model import ModelUnavailableError
@@ -42,8 +42,6 @@ SETTINGS: tuple[tuple[str, float], ...] = (
 DEFAULT_SETTINGS = tuple(value for _, value in SETTINGS)
 USER_ERRORS = (MediaError, ModelUnavailableError, ConversationError, ValueError)  # message shown as is
 _LETTER = {Modality.IMAGE: "I", Modality.AUDIO: "A", Modality.VIDEO: "V"}
-_PLURAL = {Modality.IMAGE: "images", Modality.AUDIO: "audio", Modality.VIDEO: "video"}
-_NOUN = {Modality.IMAGE: "image", Modality.AUDIO: "sound", Modality.VIDEO: "video"}
 _SEED, _TEMPERATURE = ([name for name, _ in SETTINGS].index(n) for n in ("seed", "temperature"))
 
 
@@ -95,8 +93,8 @@ def model_version(model: Any, folder: str | Path | None = None) -> str:
 
 def capabilities(model: Any) -> tuple[list[str], list[str]]:
     """(what it reads, what it writes), e.g. (["text", "images", "audio", "video"], ["text", "images"])."""
-    reads = ["text"] + ([_PLURAL[m] for m in Modality] if model.can_encode else [])
-    writes = ["text"] + [_PLURAL[m] for m in Modality if m in model.can_generate]
+    reads = ["text"] + ([s.plural for s in MODALITY_INFO.values()] if model.can_encode else [])
+    writes = ["text"] + [s.plural for m, s in MODALITY_INFO.items() if m in model.can_generate]
     return reads, writes
 
 
@@ -179,7 +177,7 @@ class Turn:
             text = (text + "\n\n" if text else "") + "\n".join(f"_{n}_" for n in notes)
         content = ([text] if text else []) + [display_part(p) for p in self.media]
         if not self.done:
-            content += [f"_Generating {_NOUN[m]}…_" for m in self.coming]
+            content += [f"_Generating {MODALITY_INFO[m].noun}…_" for m in self.coming]
         return content or ["_(empty reply)_"]
 
 

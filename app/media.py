@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from nextgpt.config import Modality
-from nextgpt.media import DEFAULT_LIMITS, MediaError, MediaLimits, guess_modality, save_audio, save_image, save_video
+from nextgpt.config import MODALITY_INFO, Modality
+from nextgpt.media import DEFAULT_LIMITS, MediaError, MediaLimits, guess_modality, save
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,6 @@ OUTPUT_DIR_ENV = "NEXTGPT_OUTPUT_DIR"
 VIDEO_FPS = 8  # generated videos (the nano world's frame rate; Zeroscope's is close)
 _SESSION_RE = re.compile(r"^[0-9a-f]{32}$")
 _EXPORTS = "exports"
-_SUFFIXES: dict[Modality, tuple[str, ...]] = {  # accepted upload suffixes; the first is the default
-    Modality.IMAGE: (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"),
-    Modality.AUDIO: (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".webm", ".opus"),
-    Modality.VIDEO: (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"),
-}
-_OUT_SUFFIX = {Modality.IMAGE: ".png", Modality.AUDIO: ".wav", Modality.VIDEO: ".mp4"}
 
 
 def new_session_id() -> str:
@@ -120,8 +114,8 @@ class OutputRoot:
         if modality is None:
             raise MediaError(f"{name}: not an image, audio or video file this app can read")
         suffix = src.suffix.lower()
-        if suffix not in _SUFFIXES[modality]:
-            suffix = _SUFFIXES[modality][0]
+        if suffix not in MODALITY_INFO[modality].extensions:
+            suffix = MODALITY_INFO[modality].extension
         dest = self._new_file(session_id, "in", suffix)
         shutil.copyfile(src, dest)
         return {"type": modality.value, "path": str(dest)}
@@ -131,14 +125,9 @@ class OutputRoot:
         """Write a Reply's images, sounds and videos -> engine content parts, in that order."""
         parts = []
         for modality in Modality:
-            for arr in reply.media(modality):
-                path = self._new_file(session_id, "out", _OUT_SUFFIX[modality])
-                if modality is Modality.IMAGE:
-                    save_image(arr, path)
-                elif modality is Modality.AUDIO:
-                    save_audio(arr, path, reply.audio_sample_rate)
-                else:
-                    save_video(arr, path, fps=VIDEO_FPS)
+            for arr in reply.media[modality]:
+                path = self._new_file(session_id, "out", MODALITY_INFO[modality].extension)
+                save(modality, arr, path, sample_rate=reply.audio_sample_rate, fps=VIDEO_FPS)
                 parts.append({"type": modality.value, "path": str(path)})
         return parts
 

@@ -26,14 +26,11 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
-from nextgpt.config import Modality
+from nextgpt.config import MODALITY_INFO, Modality
 from nextgpt.world_profile import WorldProfile, either
 
 log = logging.getLogger(__name__)
 
-PLURALS = {Modality.IMAGE: "pictures", Modality.AUDIO: "sounds", Modality.VIDEO: "videos"}
-REQUESTS = {Modality.IMAGE: "Draw {caption}.", Modality.AUDIO: "Play {caption}.",
-            Modality.VIDEO: "Make a video of {caption}."}  # how the answer's examples ask for each modality
 
 # Questions about what the model can do, know or take (the nearest one decides with the margin below)
 ABILITY_ANCHORS: tuple[str, ...] = (
@@ -154,21 +151,21 @@ def describe_abilities(name: str, *, reads_media: bool, writes: Collection[Modal
                        world: WorldProfile | None) -> str:
     """The answer to "What can you do?": what this checkpoint reads and writes and the world it knows."""
     made = [m for m in Modality if m in writes]
-    reads = either(["text"] + [PLURALS[m] for m in Modality], "and") if reads_media else "text only"
-    lines = [f"I am {name}. I read {reads} and answer with {either(['text'] + [PLURALS[m] for m in made], 'and')}."]
+    reads = either(["text"] + [spec.spoken_plural for spec in MODALITY_INFO.values()], "and") if reads_media else "text only"
+    lines = [f"I am {name}. I read {reads} and answer with {either(['text'] + [MODALITY_INFO[m].spoken_plural for m in made], 'and')}."]
     if not reads_media:
         lines[0] += " This checkpoint's media encoder is not trained, so I cannot look at uploads yet."
     if world is None:
         return lines[0]
     known = [m for m in Modality if m in world.modalities]
     lines.append("I know one small world and nothing outside it:\n" + "\n".join(
-        f"- {PLURALS[m]}: {world.describe(m)};" for m in known).rstrip(";") + ".")
-    tries = [REQUESTS[m].format(caption=world.example(m)) for m in known if m in made]
+        f"- {MODALITY_INFO[m].spoken_plural}: {world.describe(m)};" for m in known).rstrip(";") + ".")
+    tries = [MODALITY_INFO[m].request.format(caption=world.example(m)) for m in known if m in made]
     asks = []
     if tries:
         asks.append("ask for one, e.g. " + either([f'"{t}"' for t in tries]))
     if reads_media:
-        asks.append(f"send me such a {either([PLURALS[m][:-1] for m in known])} and ask what it is")
+        asks.append(f"send me such a {either([MODALITY_INFO[m].spoken for m in known])} and ask what it is")
     if tries:
         asks.append("ask me to change one thing about what I made")
     if asks:

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from nextgpt.config import MODEL_PRESETS, QUANTIZATIONS
+from nextgpt.config import MODALITY_INFO, MODEL_PRESETS, QUANTIZATIONS
 from nextgpt.options import add_model_args, model_kwargs
 
 log = logging.getLogger("nextgpt")
@@ -50,9 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="one chat turn")
     add_model_args(g)
     g.add_argument("--prompt", default=None, help="the user's text")
-    g.add_argument("--image", action="append", default=[], help="image file (repeatable)")
-    g.add_argument("--audio", action="append", default=[], help="audio file (repeatable)")
-    g.add_argument("--video", action="append", default=[], help="video file (repeatable)")
+    for spec in MODALITY_INFO.values():  # --image, --audio, --video
+        g.add_argument(f"--{spec.name}", action="append", default=[], help=f"{spec.name} file (repeatable)")
     g.add_argument("--messages", type=Path, default=None, help="JSON file with a whole chat (HF message format)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--max-new-tokens", type=int, default=None, help="reply length limit (default: the preset's)")
@@ -152,7 +151,7 @@ def _messages(args: argparse.Namespace) -> list[dict[str, Any]]:
     else:
         messages = []
     parts: list[dict[str, Any]] = []
-    for kind in ("image", "audio", "video"):
+    for kind in (spec.name for spec in MODALITY_INFO.values()):
         for path in getattr(args, kind):
             if not Path(path).is_file():
                 raise UserError(f"--{kind}: file not found: {path}")
@@ -161,7 +160,8 @@ def _messages(args: argparse.Namespace) -> list[dict[str, Any]]:
         parts.append({"type": "text", "text": args.prompt or ""})
         messages.append({"role": "user", "content": parts})
     if not messages:
-        raise UserError("give --prompt (and optionally --image/--audio/--video) or --messages")
+        flags = "/".join(f"--{spec.name}" for spec in MODALITY_INFO.values())
+        raise UserError(f"give --prompt (and optionally {flags}) or --messages")
     return messages
 
 
@@ -187,14 +187,15 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
         reply = model.chat(messages, settings)
     except (media.MediaError, ModelUnavailableError, ConversationError) as err:
         raise UserError(str(err)) from None
-    out: dict[str, Any] = {"text": reply.text, "images": [], "audios": [], "videos": [], "notices": reply.notices}
+    out: dict[str, Any] = {"text": reply.text}
     args.out.mkdir(parents=True, exist_ok=True)
-    writers = {"images": (media.save_image, "png"), "audios": (media.save_audio, "wav"), "videos": (media.save_video, "mp4")}
-    for key, (save, ext) in writers.items():
-        for i, arr in enumerate(getattr(reply, key)):
-            path = args.out / f"seed{args.seed}_{key[:-1]}{i}.{ext}"
-            save(arr, path)
-            out[key].append(str(path))
+    for modality, spec in MODALITY_INFO.items():  # "images": ["outputs/seed0_image0.png", ...]
+        out[spec.reply_key] = []
+        for i, arr in enumerate(reply.media[modality]):
+            path = args.out / f"seed{args.seed}_{spec.name}{i}{spec.extension}"
+            media.save(modality, arr, path)
+            out[spec.reply_key].append(str(path))
+    out["notices"] = reply.notices
     return out
 
 

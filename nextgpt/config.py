@@ -30,6 +30,57 @@ class Modality(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class ModalitySpec:
+    """What a modality is called and where its files go: the words and names every tier outside the tensors
+    uses (CLI flags, Reply's lists, the app's labels, the world's folders). The tensor side is `DecoderSpec`."""
+
+    modality: Modality
+    noun: str  # one generated item in the app and the study: "Generating sound…"
+    plural: str  # the app's capability list: "reads text, images, audio, video"
+    spoken: str  # how the model names one item in its own words: "This picture looks like ..."
+    spoken_plural: str  # and several: "I read text, pictures, sounds and videos"
+    request: str  # how the model's examples ask for one: "Draw {caption}."
+    reply_key: str  # Reply's list of generated items (reply.images) and the CLI's JSON key
+    extensions: tuple[str, ...]  # file suffixes an upload may have; the first is the one files are written with
+    world_dir: str  # the world's folder of files of this modality (nextgpt/world/records.py)
+    signal_prefix: str  # "IMG" -> signal tokens [IMG0] .. [IMG{n-1}] in every preset
+
+    @property
+    def name(self) -> str:
+        """The modality's value: the message part type, the CLI flag (--image) and the eval tables' key."""
+        return self.modality.value
+
+    @property
+    def extension(self) -> str:
+        """The suffix of generated and world files: .png | .wav | .mp4."""
+        return self.extensions[0]
+
+    @property
+    def media_token(self) -> str:
+        """The placeholder of an item in conversation text: <image>."""
+        return f"<{self.modality.value}>"
+
+
+# The one table of modalities, in the canonical order (Modality's); a new modality is a new row here plus its
+# encoder tower and its decoder spec.
+MODALITY_INFO: dict[Modality, ModalitySpec] = {
+    Modality.IMAGE: ModalitySpec(
+        Modality.IMAGE, noun="image", plural="images", spoken="picture", spoken_plural="pictures",
+        request="Draw {caption}.", reply_key="images", extensions=(".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp"),
+        world_dir="images", signal_prefix="IMG"),
+    Modality.AUDIO: ModalitySpec(
+        Modality.AUDIO, noun="sound", plural="audio", spoken="sound", spoken_plural="sounds",
+        request="Play {caption}.", reply_key="audios",
+        extensions=(".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aac", ".webm", ".opus"),
+        world_dir="audio", signal_prefix="AUD"),
+    Modality.VIDEO: ModalitySpec(
+        Modality.VIDEO, noun="video", plural="video", spoken="video", spoken_plural="videos",
+        request="Make a video of {caption}.", reply_key="videos",
+        extensions=(".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"), world_dir="videos", signal_prefix="VID"),
+}
+
+
+@dataclass(frozen=True)
 class LLMConfig:
     """The causal language model and its LoRA."""
 

@@ -1,6 +1,12 @@
 """Files <-> arrays: the single place that reads user media and writes generated media.
 
-    from nextgpt.media import load_image, load_audio, load_video, guess_modality, MediaError
+    from nextgpt import media
+
+    item = media.load(Modality.VIDEO, "clip.mp4")       # one result type for every modality
+    item.array, item.notes, item.fps                    # (T, H, W, 3) uint8, ["..."], 12.5 (video only)
+    media.save(Modality.AUDIO, wave, "out.wav")         # the modality's writer
+
+The loaders per modality, which `load` and `save` dispatch to (`LOADERS`, `WRITERS`: a new modality adds a row):
 
     image, notes = load_image("cat.png")               # (H, W, 3) uint8
     wave, notes = load_audio("dog.m4a")                # (N,) float32 in [-1, 1] at 16 kHz, mono
@@ -27,7 +33,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -542,3 +548,40 @@ def save_video(frames: np.ndarray, path: PathLike, fps: float = 8) -> Path:
         writer.close()
     return path
 
+
+# ---- one entry point per direction ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Loaded:
+    """One media file read by `load`."""
+
+    array: np.ndarray  # image (H, W, 3) uint8 | audio (N,) float32 at 16 kHz | video (T, H, W, 3) uint8
+    notes: list[str]  # user-facing sentences on what was changed while reading ("... was mixed down to mono")
+    fps: float | None = None  # video only: frames per second of `array`
+
+
+def _video_loaded(frames: np.ndarray, fps: float, notes: list[str]) -> Loaded:
+    return Loaded(frames, notes, fps)
+
+
+LOADERS: dict[Modality, Callable[[PathLike, MediaLimits], Loaded]] = {
+    Modality.IMAGE: lambda path, limits: Loaded(*load_image(path, limits)),
+    Modality.AUDIO: lambda path, limits: Loaded(*load_audio(path, limits)),
+    Modality.VIDEO: lambda path, limits: _video_loaded(*load_video(path, limits)),
+}
+# (array, path, audio sample rate, video fps) -> the written path
+WRITERS: dict[Modality, Callable[[np.ndarray, PathLike, int, float], Path]] = {
+    Modality.IMAGE: lambda arr, path, rate, fps: save_image(arr, path),
+    Modality.AUDIO: lambda arr, path, rate, fps: save_audio(arr, path, rate),
+    Modality.VIDEO: lambda arr, path, rate, fps: save_video(arr, path, fps),
+}
+
+
+def load(modality: Modality | str, path: PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> Loaded:
+    """Read a file of the given modality (its format detected from its bytes); raises `MediaError`."""
+    return LOADERS[Modality(modality)](path, limits)
+
+
+def save(modality: Modality | str, arr: np.ndarray, path: PathLike, *, sample_rate: int = 16000,
+         fps: float = 8) -> Path:
+    """Write a generated item in its modality's file format (PNG, 16-bit WAV, H.264 MP4)."""
+    return WRITERS[Modality(modality)](arr, path, sample_rate, fps)

@@ -2,7 +2,7 @@
 
     model = NextGPT.from_preset("nano")
     reply = model.chat([{"role": "user", "content": "Draw a red circle."}])
-    reply.text, reply.images  # str, [np.ndarray (H, W, 3) uint8]
+    reply.text, reply.images  # str, [np.ndarray (H, W, 3) uint8]; reply.media[Modality.IMAGE] is the same list
 
     for event in model.stream(messages):   # text deltas as they are written, then the whole Reply
         print(event.delta, end="")
@@ -47,20 +47,30 @@ class ModelUnavailableError(RuntimeError):
 
 @dataclass
 class Reply:
-    """One assistant turn. Media are arrays: images (H, W, 3) uint8, audios (N,) float32 at
-    `audio_sample_rate`, videos (T, H, W, 3) uint8."""
+    """One assistant turn. Media are arrays, one list per modality: images (H, W, 3) uint8, audios (N,) float32
+    at `audio_sample_rate`, videos (T, H, W, 3) uint8."""
 
     text: str
-    images: list[np.ndarray] = field(default_factory=list)
-    audios: list[np.ndarray] = field(default_factory=list)
-    videos: list[np.ndarray] = field(default_factory=list)
+    media: dict[Modality, list[np.ndarray]] = field(default_factory=lambda: {m: [] for m in Modality})
     notices: list[str] = field(default_factory=list)  # things the user should know (truncation, skips)
     signal_issues: list[str] = field(default_factory=list)  # irregular signal tokens that were repaired
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step
     audio_sample_rate: int = 16000
 
-    def media(self, modality: Modality) -> list[np.ndarray]:
-        return {Modality.IMAGE: self.images, Modality.AUDIO: self.audios, Modality.VIDEO: self.videos}[modality]
+    def __post_init__(self) -> None:
+        self.media = {m: list(self.media.get(m, [])) for m in Modality}  # every modality has its list
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        return self.media[Modality.IMAGE]
+
+    @property
+    def audios(self) -> list[np.ndarray]:
+        return self.media[Modality.AUDIO]
+
+    @property
+    def videos(self) -> list[np.ndarray]:
+        return self.media[Modality.VIDEO]
 
 
 @dataclass
@@ -125,16 +135,14 @@ class NextGPT(nn.Module):
             return arr, hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest(), []
         path = Path(str(item.path))
         limits = self.media_limits or media.MediaLimits()
-        loader = {Modality.IMAGE: media.load_image, Modality.AUDIO: media.load_audio, Modality.VIDEO: media.load_video}
         if not path.is_file():
             raise media.MediaError(f"{path.name}: file not found")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         key = f"{item.modality.value}:{digest}"
         if key in self._embed_cache:
             return np.empty(0), digest, []
-        out = loader[item.modality](path, limits)
-        arr, notes = out[0], list(out[-1])
-        return arr, digest, [f"{path.name}: {n}" for n in notes]
+        loaded = media.load(item.modality, path, limits)
+        return loaded.array, digest, [f"{path.name}: {n}" for n in loaded.notes]
 
     def media_features(self, items: Sequence[MediaItem]) -> tuple[torch.Tensor, list[str]]:
         """(N, enc_dim) encoder embeddings of user media, on the CPU; each distinct item is encoded only once."""
@@ -320,7 +328,7 @@ class NextGPT(nn.Module):
             conds = self._conditions(cache, embeds.shape[1], reply_ids, blocks)
             for modality, cond in conds.items():
                 t1 = time.perf_counter()
-                reply.media(modality).append(self._decode_media(modality, cond, settings))
+                reply.media[modality].append(self._decode_media(modality, cond, settings))
                 timings[modality.value] = time.perf_counter() - t1
         timings["total"] = time.perf_counter() - t0
         yield StreamEvent(reply=reply)

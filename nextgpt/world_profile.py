@@ -28,12 +28,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nextgpt.config import Modality
+from nextgpt.config import MODALITY_INFO, Modality
 
 log = logging.getLogger(__name__)
 
 WORLD_FILE = "world.json"
-NOUNS = {Modality.IMAGE: "picture", Modality.AUDIO: "sound", Modality.VIDEO: "video"}
 
 
 def either(words: Sequence[str], last: str = "or") -> str:
@@ -190,7 +189,8 @@ class WorldProfile:
     def notice(self, modality: Modality, model_name: str, which: int | None = None) -> str:
         """What the user is told about an upload from outside the world; `which` (1, 2, ...) counts the
         message's uploads of that modality when it has several."""
-        head = f"This {NOUNS[modality]}" if which is None else f"The {_ordinal(which)} {NOUNS[modality]}"
+        noun = MODALITY_INFO[modality].spoken
+        head = f"This {noun}" if which is None else f"The {_ordinal(which)} {noun}"
         return (f"{head} does not look like anything {model_name} was trained on "
                 f"({self.modalities[modality].gist}); the answer may be wrong.")
 

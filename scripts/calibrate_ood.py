@@ -33,7 +33,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from nextgpt import media
-from nextgpt.config import Modality, NextGPTConfig
+from nextgpt.config import MODALITY_INFO, Modality, NextGPTConfig
 from nextgpt.encode import MediaEncoder
 from nextgpt.eval.provenance import display_path, weight_hash
 from nextgpt.world.records import MEDIA_DIRS, encode_videos, ensure_split
@@ -232,25 +232,21 @@ def real_media() -> dict[str, list[Path]]:
 def as_uploads(modality: str, items: list[np.ndarray], folder: Path) -> list[np.ndarray]:
     """Write items as the files an upload arrives in and read them back as the engine does."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{i:06d}{'.png' if modality == 'image' else '.wav' if modality == 'audio' else '.mp4'}"
-             for i in range(len(items))]
+    paths = [folder / f"{i:06d}{MODALITY_INFO[Modality(modality)].extension}" for i in range(len(items))]
     if modality == "video":
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, clip in enumerate(items):
             by_size.setdefault(clip.shape[1:], []).append(i)
         for group in by_size.values():  # one ffmpeg process per frame size
             encode_videos([items[i] for i in group], [paths[i] for i in group], fps=VIDEO_FPS)
-    for path, item in zip(paths, items):
-        if modality == "image":
-            media.save_image(item, path)
-        elif modality == "audio":
-            media.save_audio(item, path, SR)
+    else:
+        for path, item in zip(paths, items):
+            media.save(modality, item, path, sample_rate=SR)
     return [read_upload(modality, p) for p in paths]
 
 
 def read_upload(modality: str, path: Path) -> np.ndarray:
-    loader = {"image": media.load_image, "audio": media.load_audio, "video": media.load_video}[modality]
-    return loader(path)[0]
+    return media.load(modality, path).array
 
 
 def split_media(data: Path, split: str, modality: str) -> list[np.ndarray]:
@@ -301,7 +297,7 @@ def calibrate(checkpoint: Path, data: Path, *, n_fit: int, n_outside: int, quant
     reals = real_media()
     parts, figures = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for k, modality in enumerate(("image", "audio", "video")):
+        for k, modality in enumerate(m.value for m in Modality):
             # 1. fit on world media drawn as training items are, through the upload files
             rng = np.random.default_rng([seed, k])
             specs = [sample_spec(modality, rng) for _ in range(n_fit)]

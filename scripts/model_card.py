@@ -16,7 +16,14 @@ import argparse
 import json
 import os
 import re
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nextgpt.config import MODALITY_INFO  # noqa: E402
+
+MODALITIES = tuple(spec.name for spec in MODALITY_INFO.values())  # the metrics files' and report's keys
 
 
 def _json(path: Path) -> dict | None:
@@ -51,7 +58,7 @@ def encoder_section(ckpt: Path) -> list[str]:
     lines = [f"**Encoder** (nano ImageBind, InfoNCE to captions; {m.get('steps')} steps, "
              f"{m.get('seconds', 0) / 60:.1f} min, stored as {m.get('dtype')}), on the {m.get('split')} split "
              f"({items} items):", "", "| modality | zero-shot (nearest caption) | linear probe |", "|---|---|---|"]
-    for mod in ("image", "audio", "video"):
+    for mod in MODALITIES:
         zs = ", ".join(f"{k} {v:.3f}" for k, v in m.get("zero_shot", {}).get(mod, {}).items())
         pr = ", ".join(f"{k} {v:.3f}" for k, v in m.get("probe", {}).get(mod, {}).items())
         lines.append(f"| {mod} | {zs} | {pr} |")
@@ -65,7 +72,7 @@ def decoder_section(ckpt: Path) -> list[str]:
     lines = ["**Decoders** (caption encoding -> media, judged by the rule-based judges on held-out captions and "
              "seeds):", "", "| modality | samples | judged accuracy | latency per call (s) | steps / guidance |",
              "|---|---|---|---|---|"]
-    for mod in ("image", "audio", "video"):
+    for mod in MODALITIES:
         d = m.get(mod)
         if not d:
             lines.append(f"| {mod} | - | not measured | - | - |")
@@ -110,9 +117,9 @@ def ability_tables(r: dict) -> list[tuple[str, list[Row]]]:
         if held and held["n"]:
             generating.append((f"{m}, held-out combinations: every attribute", held, None, ""))
     by_modality = {m: v["all"] for m, v in edit["rows"].items()}
-    editing = [("every edit", edit["accuracy"], 0.70, _counts(by_modality, ["image", "audio", "video"])),
+    editing = [("every edit", edit["accuracy"], 0.70, _counts(by_modality, MODALITIES)),
                *((f"{_EDIT_KINDS.get(k, k)}", v, None, "") for k, v in edit.get("by_kind", {}).items()),
-               *((f"{m} edits", by_modality[m], None, "") for m in ("image", "audio", "video") if m in by_modality)]
+               *((f"{m} edits", by_modality[m], None, "") for m in MODALITIES if m in by_modality)]
     dialogues = [("dialogues: every turn right", dia["success_rate"], None, ""),
                  ("turns", dia["turn_accuracy"], None, "")]
     questions = [("this model", gen["text"]["keyword_right"], None, "")]

@@ -16,6 +16,7 @@ from typing import Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from nextgpt.config import MODALITY_INFO  # noqa: E402
 from nextgpt.training.decoders import PARTS, DecoderTrainArgs, parse_settings, run  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def parse_args(argv: Sequence[str] | None = None) -> DecoderTrainArgs:
     ap.add_argument("--data", type=Path, default=d.data, help="world folder (python -m nextgpt.world.records)")
     ap.add_argument("--out", type=Path, default=d.out, help="checkpoint folder; receives decoders/<modality>/")
     ap.add_argument("--run-dir", type=Path, default=d.run_dir, help="caches, resumable state and logs")
-    ap.add_argument("--modality", choices=("image", "audio", "video", "all"), default=d.modality)
+    ap.add_argument("--modality", choices=(*(s.name for s in MODALITY_INFO.values()), "all"), default=d.modality)
     ap.add_argument("--part", choices=(*PARTS, "eval", "all"), default=d.part,
                     help="all = every part of the modality's recipe in order, then eval")
     ap.add_argument("--steps", type=int, default=None, help="override the recipe's steps of the chosen part(s)")

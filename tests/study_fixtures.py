@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nextgpt.config import Modality
 from nextgpt.media import save_image
 from nextgpt.world import ImageSpec
 
@@ -69,7 +70,7 @@ class ScriptedModel:
         system = STEPS.index(settings.num_inference_steps)
         q = quality(n, system)
         images = [np.full((8, 8, 3), 20 * q, np.uint8)] if CONVERSIONS[n % 4] == "T->I" else []
-        return Reply(text=f"My answer has quality {q}.", images=images)
+        return Reply(text=f"My answer has quality {q}.", media={Modality.IMAGE: images})
 
 
 def scripted_models(model: ScriptedModel | None = None) -> tuple[Any, Any]:

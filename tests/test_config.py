@@ -38,6 +38,20 @@ def test_tiny_is_nanos_layout_at_toy_widths():
     assert all(spec.num_inference_steps == 2 for spec in tiny.decoders)
 
 
+def test_modality_table_covers_every_modality_and_preset():
+    """MODALITY_INFO has one row per modality in the canonical order, and every preset's signal tokens use the
+    table's prefixes; the names each tier keys on are distinct."""
+    from nextgpt.config import MODALITY_INFO, PRESETS, Modality
+
+    assert list(MODALITY_INFO) == list(Modality) and all(s.modality is m for m, s in MODALITY_INFO.items())
+    for name in PRESETS:
+        for spec in NextGPTConfig.from_name(name).decoders:
+            assert spec.signal_prefix == MODALITY_INFO[spec.modality].signal_prefix
+    for key in ("name", "noun", "reply_key", "extension", "world_dir", "signal_prefix", "media_token"):
+        assert len({getattr(s, key) for s in MODALITY_INFO.values()}) == len(Modality), key
+    assert MODALITY_INFO[Modality.IMAGE].media_token == "<image>"
+
+
 def test_the_names_a_user_picks_are_defined_once():
     """--preset and --quantization take their choices from config.py; tiny has no weights, so it is not one."""
     from nextgpt.config import MODEL_PRESETS, PRESETS, QUANTIZATIONS

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import make_world
+from nextgpt.config import Modality
 from nextgpt import cli
 from nextgpt.eval.bench import TARGETS, BenchConfig, benchmark, write_bench
 from types import SimpleNamespace
@@ -180,7 +181,7 @@ def test_small_talk_turns_are_judged_on_what_they_say():
     answers = {gpt for book in (P.TRAIN_BOOK, P.TEST_BOOK) for _, gpt in book.chat}
     assert answers <= set(P.SMALL_TALK_CONTENT)
     text = lambda t: {"role": "assistant", "content": [{"type": "text", "text": t}]}  # noqa: E731
-    reply = lambda t: SimpleNamespace(text=t, media=lambda m: [], audio_sample_rate=16000)  # noqa: E731
+    reply = lambda t: SimpleNamespace(text=t, media={m: [] for m in Modality}, audio_sample_rate=16000)  # noqa: E731
     for answer in P.SMALL_TALK_CONTENT:
         assert judge_turn(text(answer), reply(answer), "image")[0], answer
         assert 0.0 < turn_chance(text(answer), "image") < 1.0

@@ -17,9 +17,11 @@ from nextgpt.media import (
     MediaError,
     MediaLimits,
     guess_modality,
+    load,
     load_audio,
     load_image,
     load_video,
+    save,
     save_audio,
     save_image,
     save_video,
@@ -309,3 +311,18 @@ def test_writers_round_trip(tmp_path):
     assert np.abs(load_audio(path)[0] - wave).max() < 1e-4
     with pytest.raises(ValueError):
         save_video(np.zeros((0, 4, 4, 3), np.uint8), tmp_path / "none.mp4")
+
+
+@pytest.mark.parametrize("modality", list(Modality))
+def test_one_entry_point_per_direction(tmp_path, modality):
+    """media.save and media.load dispatch on the modality; `load` returns one result type for every modality."""
+    from nextgpt.config import MODALITY_INFO
+
+    item = {Modality.IMAGE: np.full((8, 10, 3), 200, np.uint8), Modality.AUDIO: _tone(0.5, 16000),
+            Modality.VIDEO: np.full((4, 8, 10, 3), 90, np.uint8)}[modality]
+    path = save(modality, item, tmp_path / f"out{MODALITY_INFO[modality].extension}", fps=4)
+    loaded = load(modality.value, path)
+    assert loaded.array.shape == item.shape and loaded.notes == []
+    assert (loaded.fps == pytest.approx(4.0)) if modality is Modality.VIDEO else loaded.fps is None
+    with pytest.raises(MediaError, match="was not found"):
+        load(modality, tmp_path / "missing")

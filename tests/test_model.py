@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nextgpt.config import GenerationSettings, Modality, NextGPTConfig
+from nextgpt.config import MODALITY_INFO, GenerationSettings, Modality, NextGPTConfig
 from nextgpt.project import InputProjection, OutputProjector
 
 
@@ -47,11 +47,24 @@ def test_signal_tokens_produce_media(tiny_model, modality):
     sig = list(tiny_model.vocab.signals[modality])
     script(tiny_model, words(tiny_model, "Here it is.") + sig)
     reply = tiny_model.chat([{"role": "user", "content": "make one"}])
-    out = reply.media(modality)
+    out = reply.media[modality]
     assert len(out) == 1 and reply.signal_issues == []
     shape = {Modality.IMAGE: (32, 32, 3), Modality.VIDEO: (3, 32, 32, 3), Modality.AUDIO: (8000,)}[modality]
     assert out[0].shape == shape
     assert reply.text == "Here it is."
+    assert getattr(reply, MODALITY_INFO[modality].reply_key) is out  # reply.images is reply.media[IMAGE]
+
+
+def test_reply_has_a_list_per_modality():
+    from nextgpt.model import Reply
+
+    image = np.zeros((2, 2, 3), np.uint8)
+    reply = Reply(text="", media={Modality.IMAGE: [image]})
+    assert list(reply.media) == list(Modality) and reply.images == [image] and reply.audios == reply.videos == []
+    reply.audios.append(np.zeros(4, np.float32))  # the property is the dict's own list
+    assert len(reply.media[Modality.AUDIO]) == 1
+    with pytest.raises(AttributeError):
+        reply.images = []  # read-only: the lists live in `media`
 
 
 def test_malformed_signals_degrade_gracefully(tiny_model):

@@ -96,7 +96,7 @@ def test_converted_release_chats_in_every_conversion(release, tmp_path, monkeypa
     for name, (messages, reply) in conversions(model).items():
         model.queue_reply(reply)
         out = model.chat(messages)
-        produced = {m for m in Modality if out.media(m)}
+        produced = {m for m in Modality if out.media[m]}
         wanted = {"T->I": {Modality.IMAGE}, "I+T->I": {Modality.IMAGE}, "T->V": {Modality.VIDEO},
                   "T->A": {Modality.AUDIO}}.get(name, set())
         assert produced == wanted, name

@@ -186,7 +186,7 @@ def measure_generation(model: Any, cfg: BenchConfig, modality: str) -> dict[str,
     decode, turns, shape = [], [], None
     for run in range(cfg.repeats + 1):  # the first run loads the decoder: a warm-up
         reply = model.chat(messages, _settings(cfg))
-        items = reply.media(Modality(modality))
+        items = reply.media[Modality(modality)]
         if not items:
             raise Skip(f"the model did not produce {modality} for {GENERATION_PROMPTS[modality]!r} "
                        f"(it replied {reply.text[:80]!r})")
@@ -265,7 +265,7 @@ def run_conversation(model: Any, settings: GenerationSettings, *, reencode: bool
         parts["encode_s"] += t.get("prepare", 0.0)
         parts["llm_s"] += t.get("text", 0.0) - t.get("prepare", 0.0)
         parts["decoders_s"] += sum(t.get(m.value, 0.0) for m in Modality)
-        items = [(m.value, arr) for m in Modality for arr in reply.media(m)]
+        items = [(m.value, arr) for m in Modality for arr in reply.media[m]]
         produced.append([m for m, _ in items])
         history.append({"role": "assistant", "content": [{"type": "text", "text": reply.text}]
                         + [{"type": m, "array": arr} for m, arr in items]})

@@ -264,7 +264,7 @@ def run_turn(model: Any, meter: PhaseMeter, messages: list[dict[str, Any]], repl
         "encode_s": round(t.get("prepare", 0.0), 3),
         "decode_s": round(sum(t.get(m.value, 0.0) for m in Modality), 3),
         "peak_gb": peak, "peak_phase": phase, "phases_gb": dict(meter.peaks),
-        "outputs": {m.value: [list(a.shape) for a in out.media(m)] for m in Modality if out.media(m)},
+        "outputs": {m.value: [list(a.shape) for a in out.media[m]] for m in Modality if out.media[m]},
         "text_chars": len(out.text), "notices": out.notices,
     }
 
@@ -286,7 +286,7 @@ def run_conversation(model: Any, meter: PhaseMeter, settings: GenerationSettings
         meter.finish()
         peaks.append(_peak(meter.peaks)[0])
         t = out.timings
-        items = [(m.value, a) for m in Modality for a in out.media(m)]
+        items = [(m.value, a) for m in Modality for a in out.media[m]]
         turns.append({"total_s": round(t["total"], 3), "produced": [m for m, _ in items]})
         history.append({"role": "assistant", "content": [{"type": "text", "text": out.text}]
                         + [{"type": m, "array": a} for m, a in items]})

@@ -40,12 +40,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nextgpt.config import GenerationSettings, Modality
+from nextgpt.config import MODALITY_INFO, GenerationSettings, Modality
 from nextgpt.eval.questions import GENERAL_QUESTIONS, keyword_right
 from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, caption_scores, frechet_distance, mean_cosine,
                                   rate_of)
+from nextgpt.world import JUDGES
 from nextgpt.world import prompts as P
-from nextgpt.world.judge import judge_audio, judge_image, judge_small_talk, judge_video, parse_caption
+from nextgpt.world.judge import judge_small_talk, parse_caption
 from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES, held_out_pairs
 
 log = logging.getLogger(__name__)
@@ -117,11 +118,7 @@ def capabilities(model: Any) -> dict[str, Any]:
 # ---- judging --------------------------------------------------------------------------------------
 def judge(modality: str, arr: np.ndarray, sample_rate: int = 16000) -> dict[str, str | None]:
     """The world's rule-based judge of one produced item."""
-    if modality == "image":
-        return judge_image(arr)
-    if modality == "audio":
-        return judge_audio(arr, sample_rate)
-    return judge_video(arr)
+    return JUDGES[modality](arr, sample_rate)
 
 
 def caption_attributes(caption: str, modality: str) -> dict[str, str]:
@@ -145,7 +142,7 @@ def by_combination(modality: str, truths: Sequence[dict[str, str]], preds: Seque
 
 def produced(reply: Any) -> list[tuple[str, np.ndarray]]:
     """(modality, array) of every item in a reply, in canonical modality order."""
-    return [(m, arr) for m in MODALITIES for arr in reply.media(Modality(m))]
+    return [(m, arr) for m in MODALITIES for arr in reply.media[Modality(m)]]
 
 
 def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -324,7 +321,7 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
                         base_keyed.append(theirs)
             if caption is not None:
                 truth = caption_attributes(caption, asked)
-                mine = reply.media(Modality(asked))
+                mine = reply.media[Modality(asked)]
                 pred = judge(asked, mine[0], reply.audio_sample_rate) if mine else None
                 truths.append(truth)
                 preds.append(pred)
@@ -372,7 +369,7 @@ def render_again(modality: str, captions: Sequence[str], seed: int) -> list[np.n
             if getattr(spec, attribute) != word:
                 spec = spec.edited(attribute, word)
         specs.append(spec)
-    suffix = {"image": ".png", "audio": ".wav", "video": ".mp4"}[modality]
+    suffix = MODALITY_INFO[Modality(modality)].extension
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(tmp) / f"{i:06d}{suffix}" for i in range(len(specs))]
         if modality == "video":
@@ -458,7 +455,7 @@ def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, An
         new, old = caption_attributes(caption, m), caption_attributes(before["caption"], before["type"])
         edited = [k for k in new if old.get(k) != new[k]]
         reply = run.chat(messages[: j + 1], seed=1000 * d + j)
-        mine = reply.media(Modality(m))
+        mine = reply.media[Modality(m)]
         pred = judge(m, mine[0], reply.audio_sample_rate) if mine else {}
         row = per.setdefault(m, {"all": [], "edited": [], "kept": [], "produced": [], "targets": [], "chance": []})
         kept = [k for k in new if k not in edited]

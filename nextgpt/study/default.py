@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from nextgpt.config import MODALITY_INFO, Modality
 from nextgpt.eval.questions import GENERAL_QUESTIONS
 from nextgpt.media import save_image, save_video
 from nextgpt.study.spec import STUDIES_DIR
@@ -36,7 +37,6 @@ GENERAL = ("What is the capital of Australia?", "Which planet is known as the Re
            "Write a sentence about a red bicycle.")
 ATTRIBUTE_WORDS = {"image": "colour and shape", "audio": "pitch (high / low), rhythm (steady / beeping) and sound "
                    "(tone / buzz)", "video": "colour, shape and direction of motion"}
-NOUN = {"image": "image", "audio": "sound", "video": "video"}
 
 SYSTEMS = [
     {"id": "nano-20-steps", "preset": "nano", "settings": {"num_inference_steps": 20, "seed": 0},
@@ -57,7 +57,7 @@ def rubrics() -> dict[str, dict[str, str]]:
     """What 1, 5 and 10 mean per conversion type."""
     out: dict[str, dict[str, str]] = {}
     for modality, letter in LETTER.items():
-        words, noun = ATTRIBUTE_WORDS[modality], NOUN[modality]
+        words, noun = ATTRIBUTE_WORDS[modality], MODALITY_INFO[Modality(modality)].noun
         out[f"{letter}->T"] = {
             "1": f"Wrong about the {noun} (every attribute wrong or none named), off topic, or it makes media instead.",
             "5": f"Part of it right: some of {words} right, or right but with wrong extra claims.",

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from nextgpt.config import MODALITY_INFO, Modality
 from nextgpt.study.assign import answer_keys
 from nextgpt.study.spec import Item, Study, StudyError, System
 
 log = logging.getLogger(__name__)
 
-_SUFFIX = {"image": ".png", "audio": ".wav", "video": ".mp4"}
 LoadModel = Callable[[System], Any]  # system -> a model with .chat(messages, settings) (systems may share one)
 Weights = Callable[[System], "str | None"]  # system -> its weights' version, e.g. the checkpoint's weight hash
 
@@ -121,13 +121,12 @@ def _gold_answer(study: Study, item: Item, key: str) -> dict[str, Any]:
         else:
             src = study.folder / part["path"]
             content.append({"type": part["type"], "path": _store_media(
-                study, lambda dest, src=src: shutil.copyfile(src, dest), _SUFFIX[part["type"]])})
+                study, lambda dest, src=src: shutil.copyfile(src, dest), MODALITY_INFO[Modality(part["type"])].extension)})
     return {"content": content, "error": None, "seconds": 0.0}
 
 
 def _model_answer(study: Study, item: Item, system: System, model: Any) -> dict[str, Any]:
     from nextgpt import media
-    from nextgpt.config import Modality
     from nextgpt.conversation import ConversationError
     from nextgpt.model import ModelUnavailableError
 
@@ -138,12 +137,11 @@ def _model_answer(study: Study, item: Item, system: System, model: Any) -> dict[
         return {"content": [], "error": str(err), "seconds": time.perf_counter() - start}
     seconds = time.perf_counter() - start
     content = [{"type": "text", "text": reply.text}] if reply.text else []
-    writers = {Modality.IMAGE: media.save_image,
-               Modality.AUDIO: lambda arr, p: media.save_audio(arr, p, reply.audio_sample_rate),
-               Modality.VIDEO: media.save_video}
     for modality in Modality:
-        for arr in reply.media(modality):
-            path = _store_media(study, lambda dest, arr=arr: writers[modality](arr, dest), _SUFFIX[modality.value])
+        for arr in reply.media[modality]:
+            path = _store_media(study, lambda dest, arr=arr: media.save(modality, arr, dest,
+                                                                         sample_rate=reply.audio_sample_rate),
+                                MODALITY_INFO[modality].extension)
             content.append({"type": modality.value, "path": path})
     return {"content": content, "error": None, "seconds": round(seconds, 3), "notices": reply.notices}
 

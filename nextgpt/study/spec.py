@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nextgpt.config import GenerationSettings
+from nextgpt.config import MODALITY_INFO, GenerationSettings
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "studies"
 MODES = ("single", "pairwise")  # one answer per screen, or two (Answer A / B) side by side
-MEDIA_TYPES = ("image", "audio", "video")
+MEDIA_TYPES = tuple(spec.name for spec in MODALITY_INFO.values())
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # item and system ids: safe as file names
 _CONVERSION = re.compile(r"^[TIAV](\+[TIAV])*->[TIAV](\+[TIAV])*$")
 

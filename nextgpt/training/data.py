@@ -71,12 +71,11 @@ def compute_features(encoder: Any, prepared: Sequence[Prepared], batch_size: int
             todo.setdefault(item.modality, [])
             if key not in todo[item.modality]:
                 todo[item.modality].append(key)
-    loaders = {Modality.IMAGE: media.load_image, Modality.AUDIO: media.load_audio, Modality.VIDEO: media.load_video}
     feats: dict[str, torch.Tensor] = {}
     for modality, keys in todo.items():
         for i in tqdm(range(0, len(keys), batch_size), desc=f"encode {modality.value}", disable=None):
             chunk = keys[i : i + batch_size]
-            arrays = [loaders[modality](Path(k), media.MediaLimits())[0] for k in chunk]
+            arrays = [media.load(modality, Path(k), media.MediaLimits()).array for k in chunk]
             for k, f in zip(chunk, encoder.encode(modality, arrays)):
                 feats[k] = f.float().cpu()
     return feats

@@ -687,7 +687,7 @@ def evaluate(cfg: NextGPTConfig, out: Path, data: Path, modality: Modality, *, s
             start = time.perf_counter()
             media = decoders.generate(modality, cond, seed=seed_base + k, num_inference_steps=num_inference_steps)
             latency.append(time.perf_counter() - start)
-            got = judge(media[0]) if modality != Modality.AUDIO else judge(media[0], SAMPLE_RATE)
+            got = judge(media[0], SAMPLE_RATE)
             rows.append({"caption": caption, "seed": seed_base + k, "judged": got,
                          "match": {a: got.get(a) == w for a, w in want.items()}})
     metrics: dict[str, Any] = {"samples": len(rows), "captions": len(captions), "seeds_per_caption": n_seeds,

@@ -427,7 +427,7 @@ def train_encoder(
             row = {"step": step, "loss": loss.item(), **{m.value: v.item() for m, v in losses.items()},
                    "scale": logit_scale(enc.model, Modality.IMAGE).item(), "lr": lr,
                    "seconds": round(sched.seconds, 1)}
-            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", "image", "audio", "video")})
+            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", *(m.value for m in Modality))})
             if val is not None and step % s.eval_every == 0:
                 row["val"] = evaluate(enc, val)["zero_shot"]
                 enc.model.train()

@@ -74,12 +74,7 @@ def read_one(modality: Modality | str, path: Path) -> np.ndarray:
 
     image (H, W, 3) uint8 | audio (N,) float32 at 16 kHz | video (T, H, W, 3) uint8
     """
-    modality = Modality(modality)
-    if modality == Modality.IMAGE:
-        return media.load_image(path)[0]
-    if modality == Modality.AUDIO:
-        return media.load_audio(path)[0]
-    return media.load_video(path)[0]
+    return media.load(modality, path).array
 
 
 def read_all(modality: Modality | str, paths: Sequence[Path], workers: int = 2) -> list[np.ndarray]:

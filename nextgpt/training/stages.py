@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from nextgpt.config import MODALITY_INFO
 from nextgpt.training.plans import PLANS
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def parse_args(stage: str, argv: Sequence[str] | None = None) -> StageArgs:
     ap.add_argument("--lr", type=float, default=None, help=f"default {plan.lr}")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--modality", choices=("image", "audio", "video"), default=None,
+    ap.add_argument("--modality", choices=[s.name for s in MODALITY_INFO.values()], default=None,
                     help="keep only conversations with an item of this modality")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--threads", type=int, default=2)

@@ -8,13 +8,21 @@ messages - a record's turns as chat messages (the format `NextGPT.chat` and trai
 records - train/val/test splits in the official NExT-GPT record formats (CLI: python -m nextgpt.world.records)
 """
 
+from typing import Callable
+
 from nextgpt.world.judge import judge_audio, judge_image, judge_video, parse_caption
 from nextgpt.world.messages import record_to_messages
 from nextgpt.world.vocab import (ATTRIBUTES, CAPTION_TEMPLATES, COLOURS, MEDIA_TOKENS, MODALITIES, SAMPLE_RATE,
                                  VIDEO_FPS, WORLD_GISTS, WORLD_PHRASES, AudioSpec, ImageSpec, Spec, VideoSpec,
                                  random_edit, sample_audio_spec, sample_image_spec, sample_spec, sample_video_spec)
 
-JUDGES = {"image": judge_image, "audio": judge_audio, "video": judge_video}
+# modality -> judge(arr, sample_rate=SAMPLE_RATE) -> attribute words read back from one produced item (None when
+# unreadable); one signature for every modality, the sample rate read by audio's only
+JUDGES: dict[str, Callable[..., dict[str, str | None]]] = {
+    "image": lambda arr, sample_rate=SAMPLE_RATE: judge_image(arr),
+    "audio": judge_audio,
+    "video": lambda arr, sample_rate=SAMPLE_RATE: judge_video(arr),
+}
 
 # records.py doubles as a CLI (python -m nextgpt.world.records); importing it lazily keeps runpy from
 # warning that the module was already imported by its package.

@@ -37,6 +37,7 @@ import soundfile as sf
 from PIL import Image
 from tqdm import tqdm
 
+from nextgpt.config import MODALITY_INFO
 from nextgpt.world import prompts as P
 from nextgpt.world.vocab import (ATTRIBUTES, CAPTION_TEMPLATES, DIRECTIONS, HELD_OUT_PAIRS, MEDIA_TOKENS, MODALITIES,
                                  SAMPLE_RATE, VIDEO_FPS, Spec, held_out_pairs, random_edit, sample_image_spec,
@@ -48,8 +49,8 @@ SPLITS = ("train", "val", "test")
 SPLIT_SIZES = {"train": 2000, "val": 200, "test": 200}  # items per modality (and dialogues) of the standard world
 WORLD_VERSION = 2  # 2: held-out phrasings and combinations, test media distinct from train (meta.json records it)
 KINDS = ("comprehension", "generation", "t2m", "mosit")
-MEDIA_DIRS = {"image": "images", "audio": "audio", "video": "videos"}
-MEDIA_EXTS = {"image": ".png", "audio": ".wav", "video": ".mp4"}
+MEDIA_DIRS = {s.name: s.world_dir for s in MODALITY_INFO.values()}  # "image" -> "images"
+MEDIA_EXTS = {s.name: s.extension for s in MODALITY_INFO.values()}  # "image" -> ".png"
 
 T = TypeVar("T")
 

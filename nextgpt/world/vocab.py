@@ -19,6 +19,7 @@ from typing import Callable, ClassVar, Union
 
 import numpy as np
 
+from nextgpt.config import MODALITY_INFO
 from nextgpt.world.render import draw_shape, synth_sound
 
 FRAME = 64             # image / video frame side in pixels
@@ -38,7 +39,7 @@ SHAPES = ("circle", "square", "triangle")
 DIRECTIONS = ("left", "right", "up", "down")
 PITCH_RANGES: dict[str, tuple[float, float]] = {"low": (200.0, 300.0), "high": (800.0, 1200.0)}
 
-MODALITIES = ("image", "audio", "video")
+MODALITIES = tuple(spec.name for spec in MODALITY_INFO.values())  # ("image", "audio", "video"): the world's keys
 
 # modality -> attribute -> allowed words (the whole vocabulary, as data)
 ATTRIBUTES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -51,7 +52,7 @@ CAPTION_TEMPLATES: dict[str, str] = {
     "audio": "a {pitch} {rhythm} {sound}",
     "video": "a {colour} {shape} moving {direction}",
 }
-MEDIA_TOKENS: dict[str, str] = {m: f"<{m}>" for m in MODALITIES}  # placeholder in conversation text
+MEDIA_TOKENS: dict[str, str] = {s.name: s.media_token for s in MODALITY_INFO.values()}  # placeholder in conversation text
 # How a model trained on this world says what it knows (copied into a checkpoint's world.json): a gist for
 # short notices, and a phrase whose {attribute} becomes that attribute's words ("circle, square or triangle")
 WORLD_GISTS: dict[str, str] = {
