@@ -92,9 +92,13 @@ def screenshot(driver, tmp_path, name: str):
     """Save a PNG in tmp_path, and also in $NEXTGPT_SCREENSHOTS when set (the README's images come from there)."""
     path = tmp_path / name
     assert driver.save_screenshot(str(path)) and path.stat().st_size > 10_000
-    if folder := os.environ.get("NEXTGPT_SCREENSHOTS"):
+    if folder := os.environ.get("NEXTGPT_SCREENSHOTS"):  # committed: 256 colours, as the report's plots
+        from PIL import Image
+
+        from nextgpt.eval.report import quantize_png
+
         Path(folder).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, Path(folder) / name)
+        quantize_png(Image.open(path), Path(folder) / name)
     return path
 
 

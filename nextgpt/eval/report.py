@@ -260,6 +260,25 @@ def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], yla
     ax.legend(fontsize=7)
 
 
+def save_png(fig: Any, path: Path) -> None:
+    """Save a figure as a 256-colour PNG: plots and flat-coloured world media lose nothing visible, and the
+    committed report stays a third of the size (the tracked tree has a size limit)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    quantize_png(Image.open(buffer), path)
+
+
+def quantize_png(image: Any, path: Path) -> None:
+    """`image` (PIL) as a 256-colour optimised PNG at `path`."""
+    from PIL import Image
+
+    image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
 def plot_captioning(report: EvalReport, path: Path) -> Path | None:
     rows = {m: r for m, r in report.tables["captioning"]["rows"].items() if "BLEU-4" in r}
     if not rows:
@@ -271,7 +290,7 @@ def plot_captioning(report: EvalReport, path: Path) -> Path | None:
     _bars(ax2, [f"{m}:{a}" for m, a in names], {"accuracy": [rows[m]["attributes"][a]["rate"] for m, a in names]},
           "accuracy", 1.0)
     ax2.set_title("X -> text: attribute accuracy")
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -287,7 +306,7 @@ def plot_generation(report: EvalReport, path: Path) -> Path | None:
         _bars(ax2, [f"{m}:{a}" for m, a in names],
               {"accuracy": [rows[m]["attributes"][a]["rate"] for m, a in names]}, "accuracy", 1.0)
     ax2.set_title("text -> X: judged attribute accuracy")
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -309,7 +328,7 @@ def plot_confusion(report: EvalReport, path: Path) -> Path | None:
     ax.set_xlabel("produced")
     ax.set_ylabel("asked for")
     ax.set_title("modality switching")
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -324,7 +343,7 @@ def plot_embeddings(report: EvalReport, path: Path) -> Path | None:
     _bars(ax2, list(rows), {"produced": [rows[m].get("clipsim") for m in rows],
                             "real": [rows[m]["clipsim_real"] for m in rows]}, "mean cosine")
     ax2.set_title("CLIPSIM analogue (media vs caption)")
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -342,7 +361,7 @@ def plot_dialogue(report: EvalReport, path: Path) -> Path | None:
         _bars(ax2, [*kinds, "DIALOGUE"],
               {"accuracy": [d["by_kind"][k]["rate"] for k in kinds] + [d["success_rate"]["rate"]]}, "fraction", 1.0)
     ax2.set_title("multi-turn: turn accuracy by kind, dialogue success")
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
 
@@ -363,6 +382,6 @@ def plot_samples(report: EvalReport, path: Path) -> Path | None:
         arr = s["array"][0] if s["modality"] == "video" else s["array"]
         ax.imshow(arr)
         ax.set_title(s["caption"], fontsize=7)
-    fig.savefig(path)
+    save_png(fig, path)
     return path
 
