@@ -4,7 +4,8 @@
     cfg = NextGPTConfig.from_name("nextgpt-7b")  # official sizes, user-supplied weights
     cfg = NextGPTConfig.from_name("tiny")        # nano's layout at toy widths, random weights (nextgpt/tiny.py)
 
-The names a user may pick are defined here: `MODEL_PRESETS` (what `--preset` loads) and `QUANTIZATIONS`.
+`Modality` is an extensible string type: the three built-in modalities, plus any that `register_modality` adds at
+run time with its row of `MODALITY_INFO`. The names a user may pick are defined here: `MODEL_PRESETS` (what `--preset` loads) and `QUANTIZATIONS`.
 
 A config is saved as ``config.json`` beside every checkpoint and read back with ``NextGPTConfig.load``.
 Dimensions that two tiers must agree on (the projector's output and the decoder's condition) are derived
@@ -14,19 +15,69 @@ from one place, the decoder spec, so they cannot disagree (official issue #97: 7
 from __future__ import annotations
 
 import dataclasses
-import enum
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Iterator
 
 
-class Modality(str, enum.Enum):
-    """The three non-text modalities. Order is the canonical order used everywhere."""
+class _ModalityTable(type):
+    """Lets the class itself be iterated like an Enum: `for m in Modality`, `len(Modality)`, `"image" in Modality`."""
 
-    IMAGE = "image"
-    AUDIO = "audio"
-    VIDEO = "video"
+    def __iter__(cls) -> Iterator["Modality"]:
+        return iter(tuple(cls._members.values()))
+
+    def __len__(cls) -> int:
+        return len(cls._members)
+
+    def __contains__(cls, value: object) -> bool:
+        return value in cls._members
+
+
+class Modality(str, metaclass=_ModalityTable):
+    """A non-text modality: a string ("image") that only takes registered values, iterated in registration order,
+    which is the canonical order used everywhere. `Modality("image") is Modality.IMAGE`; it equals and hashes as
+    its string. The three of NExT-GPT are built in; `register_modality` adds another at run time."""
+
+    __slots__ = ()
+    _members: ClassVar[dict[str, "Modality"]] = {}
+    IMAGE: ClassVar["Modality"]
+    AUDIO: ClassVar["Modality"]
+    VIDEO: ClassVar["Modality"]
+
+    def __new__(cls, value: str) -> "Modality":
+        try:
+            return cls._members[value]
+        except (KeyError, TypeError):
+            raise ValueError(f"{value!r} is not a modality; registered: {list(cls._members)}") from None
+
+    @classmethod
+    def _add(cls, value: str) -> "Modality":
+        if not value.isidentifier() or value != value.lower():
+            raise ValueError(f"a modality is a lower-case identifier, not {value!r}")
+        member = cls._members[value] = str.__new__(cls, value)
+        return member
+
+    @property
+    def value(self) -> str:
+        """The plain string: the message part type, the CLI flag (--image), the tables' key."""
+        return str.__str__(self)
+
+    @property
+    def name(self) -> str:
+        """IMAGE: the attribute name, as an Enum member's (environment variables: IMAGE_DECODER)."""
+        return self.value.upper()
+
+    def __repr__(self) -> str:
+        return f"Modality.{self.name}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Modality, (self.value,)
+
+
+Modality.IMAGE = Modality._add("image")
+Modality.AUDIO = Modality._add("audio")
+Modality.VIDEO = Modality._add("video")
 
 
 @dataclass(frozen=True)
@@ -61,8 +112,8 @@ class ModalitySpec:
         return f"<{self.modality.value}>"
 
 
-# The one table of modalities, in the canonical order (Modality's); a new modality is a new row here plus its
-# encoder tower and its decoder spec.
+# The one table of modalities, in the canonical order (Modality's); a new modality is a new row here, added by
+# `register_modality`, plus its encoder tower and its decoder spec.
 MODALITY_INFO: dict[Modality, ModalitySpec] = {
     Modality.IMAGE: ModalitySpec(
         Modality.IMAGE, noun="image", plural="images", spoken="picture", spoken_plural="pictures",
@@ -78,6 +129,30 @@ MODALITY_INFO: dict[Modality, ModalitySpec] = {
         request="Make a video of {caption}.", reply_key="videos",
         extensions=(".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif"), world_dir="videos", signal_prefix="VID"),
 }
+
+
+def register_modality(value: str, **info: Any) -> Modality:
+    """Add a modality at run time: a new `Modality` member (its value, e.g. "depth", becomes `Modality.DEPTH`) and
+    its row of `MODALITY_INFO` (the `ModalitySpec` fields other than `modality`). What it needs besides is a row in
+    each tier's table, keyed by the new member: its encoder tower and preprocessing (`encode.TOWER`,
+    `encode.PREPROCESS`), its file reader and writer (`media.LOADERS`, `media.WRITERS`), and a `DecoderSpec` in the
+    preset (its `pipeline` one of `decode._KINDS`; a fresh decoder's widths in `decoder_configs.NANO_SIZES`).
+    `unregister_modality` takes it away again; tests/test_fifth_modality.py adds "depth" this way."""
+    if value in Modality:
+        raise ValueError(f"modality {value!r} is already registered")
+    modality = Modality._add(value)
+    setattr(Modality, modality.name, modality)
+    MODALITY_INFO[modality] = ModalitySpec(modality, **info)
+    return modality
+
+
+def unregister_modality(modality: Modality | str) -> None:
+    """Remove a modality added by `register_modality` (the built-in three stay)."""
+    modality = Modality(modality)
+    if modality in (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO):
+        raise ValueError(f"{modality.value} is built in")
+    del MODALITY_INFO[modality], Modality._members[modality.value]
+    delattr(Modality, modality.name)
 
 
 @dataclass(frozen=True)
@@ -201,7 +276,7 @@ class NextGPTConfig:
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self), default=_enum_value))
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # a Modality is written as its string
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NextGPTConfig":
@@ -243,12 +318,6 @@ class NextGPTConfig:
 
     def replace(self, **changes: Any) -> "NextGPTConfig":
         return dataclasses.replace(self, **changes)
-
-
-def _enum_value(x: Any) -> Any:
-    if isinstance(x, enum.Enum):
-        return x.value
-    raise TypeError(type(x))
 
 
 def _nano() -> NextGPTConfig:
@@ -385,7 +454,7 @@ class GenerationSettings:
     num_frames: int | None = None
     audio_seconds: float | None = None
     seed: int = 0
-    modalities: tuple[Modality, ...] = field(default=(Modality.IMAGE, Modality.AUDIO, Modality.VIDEO))
+    modalities: tuple[Modality, ...] = field(default_factory=lambda: tuple(Modality))  # every registered one
 
     def __post_init__(self) -> None:
         if self.max_new_tokens is not None and not 1 <= self.max_new_tokens <= 4096:

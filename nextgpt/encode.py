@@ -36,7 +36,7 @@ import logging
 import sys
 import types
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -59,7 +59,9 @@ AUDIO_MEAN, AUDIO_STD = -4.268, 9.138  # ImageBind's log-mel statistics (AudioSe
 TEXT_CONTEXT = 77
 IMAGEBIND_IMAGE_SIZE = 224  # hard-coded in ImageBindModel._create_modality_preprocessors
 UNUSED_TOWERS = ("depth", "thermal", "imu")  # ImageBind modalities NExT-GPT does not use
-TOWER = {Modality.IMAGE: "vision", Modality.VIDEO: "vision", Modality.AUDIO: "audio"}  # ImageBind keys
+# Per modality: the ImageBind tower that reads it, and how one media array becomes that tower's input (a new
+# modality adds a row to each; `PREPROCESS` stands below the converters it names).
+TOWER: dict[Modality, str] = {Modality.IMAGE: "vision", Modality.VIDEO: "vision", Modality.AUDIO: "audio"}
 
 
 class EncoderCheckpointError(ValueError):
@@ -331,6 +333,13 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 # ---- the encoder --------------------------------------------------------------------------------------
+PREPROCESS: dict[Modality, Callable[[MediaEncoder, np.ndarray], torch.Tensor]] = {  # (encoder, item) -> input
+    Modality.IMAGE: lambda enc, x: image_to_tensor(x, enc.cfg.image_size),
+    Modality.VIDEO: lambda enc, x: video_to_tensor(x, enc.cfg.image_size, enc.cfg.video_clips, enc.cfg.video_crops),
+    Modality.AUDIO: lambda enc, x: audio_to_tensor(x, enc.cfg, enc.fbank),
+}
+
+
 class MediaEncoder(nn.Module):
     """Frozen ImageBind plus its preprocessing: media arrays -> (N, out_embed_dim) embeddings."""
 
@@ -375,12 +384,7 @@ class MediaEncoder(nn.Module):
         image (H, W, 3) uint8 -> (3, S, S); video (T, H, W, 3) uint8 -> (clips, 3, 2, S, S);
         audio (N,) float32 at cfg.audio_sample_rate -> (clips, 1, mel, frames).
         """
-        modality = Modality(modality)
-        if modality == Modality.IMAGE:
-            return image_to_tensor(item, self.cfg.image_size)
-        if modality == Modality.VIDEO:
-            return video_to_tensor(item, self.cfg.image_size, self.cfg.video_clips, self.cfg.video_crops)
-        return audio_to_tensor(item, self.cfg, self.fbank)
+        return PREPROCESS[Modality(modality)](self, item)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """ImageBind's CLIP BPE tokenizer: (N, 77) int64, <start> text <end> then zeros."""

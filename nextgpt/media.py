@@ -8,14 +8,14 @@
 
 The loaders per modality, which `load` and `save` dispatch to (`LOADERS`, `WRITERS`: a new modality adds a row):
 
-    image, notes = load_image("cat.png")               # (H, W, 3) uint8
-    wave, notes = load_audio("dog.m4a")                # (N,) float32 in [-1, 1] at 16 kHz, mono
-    frames, fps, notes = load_video("clip.mp4")        # (T, H, W, 3) uint8, short side <= 256
+    load_image("cat.png").array                        # (H, W, 3) uint8
+    load_audio("dog.m4a").array                        # (N,) float32 in [-1, 1] at 16 kHz, mono
+    load_video("clip.mp4").fps                         # array (T, H, W, 3) uint8, short side <= 256
     save_video(frames, "out.mp4", fps=8)               # H.264, yuv420p
 
 Every loader detects the format from the file's bytes, never from its name, and either returns
-arrays plus ``notes`` (short user-facing sentences about what was changed: "stereo audio was mixed
-down to mono") or raises ``MediaError`` whose message can be shown to the user as is.
+a `Loaded`, the array plus ``notes`` (short user-facing sentences about what was changed: "stereo audio was
+mixed down to mono"), or raises ``MediaError`` whose message can be shown to the user as is.
 
 Libraries: PIL for images and animated images, soundfile (libsndfile) for audio, and the ffmpeg
 binary shipped by imageio-ffmpeg (the back end of imageio's FFMPEG plugin) for video and for audio
@@ -72,6 +72,15 @@ _FFMPEG_TIMEOUT_S = 120.0
 _NOT_MEDIA_FORMATS = {"tty", "image2"}
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """One media file read by a loader (`load`, `load_image`, `load_audio`, `load_video`)."""
+
+    array: np.ndarray  # image (H, W, 3) uint8 | audio (N,) float32 at 16 kHz | video (T, H, W, 3) uint8
+    notes: list[str]  # user-facing sentences on what was changed while reading ("... was mixed down to mono")
+    fps: float | None = None  # video only: frames per second of `array`
+
+
 # ---- shared checks --------------------------------------------------------------------------------
 def _check_file(path: PathLike, limits: MediaLimits) -> Path:
     """Existence, emptiness and size checks common to every loader."""
@@ -121,7 +130,7 @@ def _pil_to_rgb(im: Image.Image, notes: list[str]) -> np.ndarray:
     return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
-def load_image(path: PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, list[str]]:
+def load_image(path: PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> Loaded:
     """Read an image file (any format PIL knows, detected from its bytes) as (H, W, 3) uint8 RGB.
 
     Handles greyscale, palette, RGBA/LA (on white), CMYK, 16-bit, EXIF orientation, animated images
@@ -166,7 +175,7 @@ def load_image(path: PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> tuple[np
         arr = np.array(Image.fromarray(arr).resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0))
     if long_side > limits.max_image_side:
         notes.append(f"the {width}x{height} image was downscaled to {arr.shape[1]}x{arr.shape[0]}")
-    return arr, notes
+    return Loaded(arr, notes)  # (H, W, 3) uint8
 
 
 # ---- ffmpeg probing -------------------------------------------------------------------------------
@@ -265,7 +274,7 @@ def _read_ffmpeg_audio(
 
 def load_audio(
     path: PathLike, limits: MediaLimits = DEFAULT_LIMITS, sample_rate: int = 16000
-) -> tuple[np.ndarray, list[str]]:
+) -> Loaded:
     """Read a sound file as mono float32 in [-1, 1] at `sample_rate`: shape (N,).
 
     Formats libsndfile reads (wav 8/16/24/32-bit and float, flac, ogg, mp3) are read directly; anything
@@ -306,7 +315,7 @@ def load_audio(
         notes.append("the audio was louder than full scale and was clipped")
     if peak == 0.0:
         notes.append("the audio is silent")
-    return np.clip(wave, -1.0, 1.0).astype(np.float32), notes
+    return Loaded(np.clip(wave, -1.0, 1.0).astype(np.float32), notes)  # (N,)
 
 
 # ---- video ----------------------------------------------------------------------------------------
@@ -425,9 +434,7 @@ def _read_ffmpeg_frames(path: Path, limits: MediaLimits) -> tuple[np.ndarray, fl
     return np.stack([frames[i] for i in chosen]), fps, notes
 
 
-def load_video(
-    path: PathLike, limits: MediaLimits = DEFAULT_LIMITS
-) -> tuple[np.ndarray, float, list[str]]:
+def load_video(path: PathLike, limits: MediaLimits = DEFAULT_LIMITS) -> Loaded:
     """Read a video as (T, H, W, 3) uint8 frames, their rate in frames per second, and notes.
 
     At most ``limits.max_video_frames_read`` frames, sampled evenly over the first
@@ -445,7 +452,7 @@ def load_video(
             raise MediaError(f"{path.name} is damaged and cannot be read as an animation") from err
     else:
         frames, fps, notes = _read_ffmpeg_frames(path, limits)
-    return frames, float(fps), notes
+    return Loaded(frames, notes, float(fps))  # (T, H, W, 3) uint8
 
 
 # ---- modality detection -----------------------------------------------------------------------------
@@ -550,23 +557,10 @@ def save_video(frames: np.ndarray, path: PathLike, fps: float = 8) -> Path:
 
 
 # ---- one entry point per direction ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Loaded:
-    """One media file read by `load`."""
-
-    array: np.ndarray  # image (H, W, 3) uint8 | audio (N,) float32 at 16 kHz | video (T, H, W, 3) uint8
-    notes: list[str]  # user-facing sentences on what was changed while reading ("... was mixed down to mono")
-    fps: float | None = None  # video only: frames per second of `array`
-
-
-def _video_loaded(frames: np.ndarray, fps: float, notes: list[str]) -> Loaded:
-    return Loaded(frames, notes, fps)
-
-
 LOADERS: dict[Modality, Callable[[PathLike, MediaLimits], Loaded]] = {
-    Modality.IMAGE: lambda path, limits: Loaded(*load_image(path, limits)),
-    Modality.AUDIO: lambda path, limits: Loaded(*load_audio(path, limits)),
-    Modality.VIDEO: lambda path, limits: _video_loaded(*load_video(path, limits)),
+    Modality.IMAGE: load_image,
+    Modality.AUDIO: load_audio,
+    Modality.VIDEO: load_video,
 }
 # (array, path, audio sample rate, video fps) -> the written path
 WRITERS: dict[Modality, Callable[[np.ndarray, PathLike, int, float], Path]] = {

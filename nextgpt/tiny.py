@@ -90,12 +90,14 @@ def tiny_decoders(cfg: NextGPTConfig | None = None, modalities: Sequence[Modalit
 
 
 def tiny_model(cfg: NextGPTConfig | None = None, *, encoder: bool = True,
-               generate: Sequence[Modality] = tuple(Modality), seed: int = 0,
+               generate: Sequence[Modality] | None = None, seed: int = 0,
                wrap_llm: Callable[[LlamaForCausalLM, PreTrainedTokenizerBase], nn.Module] | None = None) -> NextGPT:
-    """A random-weight `NextGPT` on the CPU (default: the tiny preset). `encoder=False` / `generate=()` give a
-    text-only model, like a checkpoint whose media parts are not trained yet; `wrap_llm(llm, tokenizer)` may
-    replace the LLM by a module around it (the app's stand-in steers its replies this way)."""
+    """A random-weight `NextGPT` on the CPU (default: the tiny preset), generating every modality of `cfg.decoders`
+    unless `generate` names fewer. `encoder=False` / `generate=()` give a text-only model, like a checkpoint whose
+    media parts are not trained yet; `wrap_llm(llm, tokenizer)` may replace the LLM by a module around it (the
+    app's stand-in steers its replies this way)."""
     cfg = cfg or tiny_config()
+    generate = tuple(spec.modality for spec in cfg.decoders) if generate is None else tuple(generate)
     # 1. LLM: SmolLM2's tokenizer (+ the added tokens) on a small random Llama
     llm, tok = tiny_llm(cfg, seed=seed)
     # 2. encoder and decoders

@@ -154,9 +154,9 @@ def test_each_generated_type_is_shown_inline(handlers, model):
     produced = files(chat[1])
     assert [p.suffix for p in produced] == [".png", ".wav", ".mp4"]
     assert all(handlers.output.owns(p) for p in produced)
-    assert load_image(produced[0])[0].shape == (32, 32, 3)
-    assert load_audio(produced[1])[0].shape[0] > 0
-    assert load_video(produced[2])[0].shape[0] == 3
+    assert load_image(produced[0]).array.shape == (32, 32, 3)
+    assert load_audio(produced[1]).array.shape[0] > 0
+    assert load_video(produced[2]).array.shape[0] == 3
     assert session.category(0)[0] == "T->I+A+V"
 
 
@@ -165,7 +165,7 @@ def test_settings_reach_the_decoders(handlers, model):
     values = list(DEFAULT_SETTINGS)
     values[5] = 2  # video frames
     chat, session, _ = run(handlers.chat("A video please.", None, *values))
-    assert load_video(files(chat[1])[0])[0].shape[0] == 2
+    assert load_video(files(chat[1])[0]).array.shape[0] == 2
     assert session.turns[0].settings["num_frames"] == 2
 
 
@@ -331,7 +331,7 @@ def test_conversion_types(user, produced, expected):
 def test_every_example_runs_and_shows_its_conversion(tmp_path):
     assert sorted(p.name for p in EXAMPLES_DIR.iterdir()) == sorted([*ASSETS, THUMBNAILS])
     for example in EXAMPLES:  # every slot has its thumbnail, as make_assets draws it
-        np.testing.assert_array_equal(load_image(example.thumbnail_path)[0], thumbnail(example.thumbnail))
+        np.testing.assert_array_equal(load_image(example.thumbnail_path).array, thumbnail(example.thumbnail))
     assert [e.title for e in EXAMPLES[:4]] == ["Describe a picture", "Draw something", "Make a sound",
                                                "Edit my picture"]
     h = fake_handlers(tmp_path)

@@ -124,13 +124,13 @@ def test_eight_sessions_at_once(served, tmp_path):
         said = [_texts(m) for m in chat if m["role"] == "user"]
         assert said == [f"{tokens[i]} turn {t}" for t in range(TURNS)]  # its own history only
         (image,) = [f for m in chat if m["role"] == "user" for f in _files(m)]
-        assert tuple(load_image(image)[0][0, 0]) == COLOURS[i]  # its own upload
+        assert tuple(load_image(image).array[0, 0]) == COLOURS[i]  # its own upload
     for messages in recorder.calls:  # what the model saw: one session's turns, never a mix
         said = {t for m in messages if m["role"] == "user" for p in m["content"] if p["type"] == "text"
                 for t in tokens if t in p["text"]}
         assert len(said) == 1
     folders = [p for p in output.root.iterdir() if p.is_dir() and len(p.name) == 32]
-    colours = sorted(tuple(load_image(f)[0][0, 0]) for d in folders for f in d.glob("in-*"))
+    colours = sorted(tuple(load_image(f).array[0, 0]) for d in folders for f in d.glob("in-*"))
     assert len(folders) == SESSIONS and colours == sorted(COLOURS)  # one folder per session, its own image
     p50, worst = statistics.median(latencies), max(latencies)
     print(f"FIGURE load: {SESSIONS} sessions x {TURNS} turns in {wall:.1f} s; latency p50 {p50:.2f} s, "

@@ -53,7 +53,8 @@ def _ffmpeg(*args: str) -> None:
 # ---- images ----------------------------------------------------------------------------------------------
 def test_rgb_png_round_trip(tmp_path):
     img = RNG.integers(0, 256, (12, 17, 3), dtype=np.uint8)
-    arr, notes = load_image(save_image(img, tmp_path / "a.png"))
+    item = load_image(save_image(img, tmp_path / "a.png"))
+    arr, notes = item.array, item.notes
     assert arr.dtype == np.uint8 and np.array_equal(arr, img) and notes == []
 
 
@@ -64,7 +65,8 @@ def test_rgb_png_round_trip(tmp_path):
 def test_modes_become_rgb(tmp_path, mode, value, note):
     path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
     Image.new(mode, (9, 5), value).save(path)
-    arr, notes = load_image(path)
+    item = load_image(path)
+    arr, notes = item.array, item.notes
     assert arr.shape == (5, 9, 3) and arr.dtype == np.uint8
     assert _has(notes, note) if note else notes == []
     if mode == "CMYK":
@@ -75,20 +77,23 @@ def test_transparency_is_composited_on_white(tmp_path):
     im = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     im.putpixel((0, 0), (255, 0, 0, 255))
     im.save(tmp_path / "t.png")
-    arr, notes = load_image(tmp_path / "t.png")
+    item = load_image(tmp_path / "t.png")
+    arr, notes = item.array, item.notes
     assert arr[0, 0].tolist() == [255, 0, 0] and arr[1, 1].tolist() == [255, 255, 255]
     assert _has(notes, "white background")
     pal = Image.new("P", (4, 4), 0)
     pal.putpalette([0, 0, 0] * 256)
     pal.save(tmp_path / "p.gif", transparency=0)
-    arr, notes = load_image(tmp_path / "p.gif")
+    item = load_image(tmp_path / "p.gif")
+    arr, notes = item.array, item.notes
     assert arr[0, 0].tolist() == [255, 255, 255] and _has(notes, "white background")
 
 
 def test_16_bit_is_scaled_not_clipped(tmp_path):
     ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040).astype(np.uint16)  # 0 .. 65520
     Image.fromarray(ramp).save(tmp_path / "g16.png")
-    arr, notes = load_image(tmp_path / "g16.png")
+    item = load_image(tmp_path / "g16.png")
+    arr, notes = item.array, item.notes
     assert arr.shape == (8, 8, 3) and arr.max() == 255 and 120 < arr[4, 0, 0] < 136
     assert _has(notes, "16-bit")
 
@@ -96,13 +101,15 @@ def test_16_bit_is_scaled_not_clipped(tmp_path):
 def test_animated_gif_gives_first_frame(tmp_path):
     frames = [Image.new("RGB", (6, 6), (200 * (i == 0), 0, 200 * (i > 0))) for i in range(3)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100)
-    arr, notes = load_image(tmp_path / "a.gif")
+    item = load_image(tmp_path / "a.gif")
+    arr, notes = item.array, item.notes
     assert arr[0, 0, 0] > 150 and arr[0, 0, 2] < 50 and _has(notes, "animated")
 
 
 def test_one_pixel_image(tmp_path):
     Image.new("RGB", (1, 1), (1, 2, 3)).save(tmp_path / "p.png")
-    arr, notes = load_image(tmp_path / "p.png")
+    item = load_image(tmp_path / "p.png")
+    arr, notes = item.array, item.notes
     assert arr.shape == (1, 1, 3) and arr[0, 0].tolist() == [1, 2, 3]
 
 
@@ -111,14 +118,15 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = im.getexif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     im.save(tmp_path / "o.jpg", exif=exif)
-    arr, notes = load_image(tmp_path / "o.jpg")
+    item = load_image(tmp_path / "o.jpg")
+    arr, notes = item.array, item.notes
     assert arr.shape == (20, 10, 3) and _has(notes, "EXIF")
 
 
 def test_content_not_extension_decides(tmp_path):
     Image.new("RGB", (5, 4), (9, 9, 9)).save(tmp_path / "really.jpg", format="JPEG")
     (tmp_path / "photo.png").write_bytes((tmp_path / "really.jpg").read_bytes())
-    assert load_image(tmp_path / "photo.png")[0].shape == (4, 5, 3)
+    assert load_image(tmp_path / "photo.png").array.shape == (4, 5, 3)
     (tmp_path / "notes.png").write_text("this is plain text, not a picture")
     _raises(load_image, tmp_path / "notes.png", "is not a readable image")
 
@@ -141,7 +149,8 @@ def test_image_limits(tmp_path):
     Image.new("RGB", (100, 50), (5, 5, 5)).save(tmp_path / "big.png")
     _raises(load_image, tmp_path / "big.png", "megapixels", limits=MediaLimits(max_image_pixels=4000))
     _raises(load_image, tmp_path / "big.png", "the limit is", limits=MediaLimits(max_file_mb=1e-5))
-    arr, notes = load_image(tmp_path / "big.png", limits=MediaLimits(max_image_side=32))
+    item = load_image(tmp_path / "big.png", limits=MediaLimits(max_image_side=32))
+    arr, notes = item.array, item.notes
     assert arr.shape == (16, 32, 3) and _has(notes, "downscaled")
 
 
@@ -155,7 +164,8 @@ def test_soundfile_formats(tmp_path, fmt, subtype, ext):
     wave = _tone(0.5, 16000)
     path = tmp_path / f"a.{ext}"
     sf.write(str(path), wave, 16000, format=fmt, subtype=subtype)
-    out, notes = load_audio(path)
+    item = load_audio(path)
+    out, notes = item.array, item.notes
     assert out.dtype == np.float32 and out.ndim == 1 and abs(len(out) - 8000) < 1200
     assert np.abs(out).max() <= 1.0 and 0.3 < np.abs(out).max() < 0.7
     if fmt in ("WAV", "FLAC"):
@@ -165,7 +175,8 @@ def test_soundfile_formats(tmp_path, fmt, subtype, ext):
 @pytest.mark.parametrize("rate", [8000, 44100, 96000])
 def test_resampled_to_16k(tmp_path, rate):
     sf.write(str(tmp_path / "r.wav"), _tone(1.0, rate), rate)
-    out, notes = load_audio(tmp_path / "r.wav")
+    item = load_audio(tmp_path / "r.wav")
+    out, notes = item.array, item.notes
     assert abs(len(out) - 16000) <= 1 and _has(notes, f"from {rate} Hz to 16000 Hz")
     assert np.allclose(out[100:-100], _tone(1.0, 16000)[100:-100], atol=0.02)
 
@@ -173,29 +184,34 @@ def test_resampled_to_16k(tmp_path, rate):
 def test_stereo_is_mixed_to_mono(tmp_path):
     left, right = _tone(0.25, 16000, amp=0.4), np.zeros(4000, np.float32)
     sf.write(str(tmp_path / "s.wav"), np.stack([left, right], axis=1), 16000)
-    out, notes = load_audio(tmp_path / "s.wav")
+    item = load_audio(tmp_path / "s.wav")
+    out, notes = item.array, item.notes
     assert np.allclose(out, left / 2, atol=1e-3) and _has(notes, "stereo")
 
 
 def test_long_audio_is_trimmed(tmp_path):
     sf.write(str(tmp_path / "long.wav"), _tone(3.0, 8000), 8000)
-    out, notes = load_audio(tmp_path / "long.wav", limits=MediaLimits(max_audio_seconds=1.0))
+    item = load_audio(tmp_path / "long.wav", limits=MediaLimits(max_audio_seconds=1.0))
+    out, notes = item.array, item.notes
     assert len(out) == 16000 and _has(notes, "trimmed")
 
 
 def test_silent_and_loud_audio(tmp_path):
     sf.write(str(tmp_path / "quiet.wav"), np.zeros(1600, np.float32), 16000)
-    out, notes = load_audio(tmp_path / "quiet.wav")
+    item = load_audio(tmp_path / "quiet.wav")
+    out, notes = item.array, item.notes
     assert not out.any() and _has(notes, "silent")
     sf.write(str(tmp_path / "loud.wav"), np.full(1600, 2.0, np.float32), 16000, subtype="FLOAT")
-    out, notes = load_audio(tmp_path / "loud.wav")
+    item = load_audio(tmp_path / "loud.wav")
+    out, notes = item.array, item.notes
     assert out.max() == 1.0 and _has(notes, "clipped")
 
 
 def test_m4a_goes_through_ffmpeg(tmp_path):
     sf.write(str(tmp_path / "s.wav"), np.stack([_tone(1.0, 44100)] * 2, axis=1), 44100)
     _ffmpeg("-i", str(tmp_path / "s.wav"), "-c:a", "aac", str(tmp_path / "s.m4a"))
-    out, notes = load_audio(tmp_path / "s.m4a")
+    item = load_audio(tmp_path / "s.m4a")
+    out, notes = item.array, item.notes
     assert abs(len(out) - 16000) < 1600 and 0.3 < np.abs(out).max() <= 1.0
     assert _has(notes, "stereo") and _has(notes, "44100 Hz")
 
@@ -223,7 +239,8 @@ def _colour_frames(n: int, h: int, w: int) -> np.ndarray:
 def test_video_round_trip(tmp_path):
     frames = _colour_frames(10, 32, 48)
     path = save_video(frames, tmp_path / "v.mp4", fps=8)
-    out, fps, notes = load_video(path)
+    item = load_video(path)
+    out, fps, notes = item.array, item.fps, item.notes
     assert out.shape == (10, 32, 48, 3) and out.dtype == np.uint8 and fps == pytest.approx(8.0)
     assert np.abs(out.astype(int).mean(axis=(1, 2)) - frames.mean(axis=(1, 2))).max() < 6
     assert notes == []
@@ -233,23 +250,25 @@ def test_saved_video_is_h264_yuv420p_even(tmp_path):
     path = save_video(_colour_frames(2, 33, 47), tmp_path / "odd.mp4", fps=4)
     info = subprocess.run([FFMPEG, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
     assert "h264" in info and "yuv420p" in info and "48x34" in info
-    assert load_video(path)[0].shape == (2, 34, 48, 3)
+    assert load_video(path).array.shape == (2, 34, 48, 3)
 
 
 def test_one_frame_video(tmp_path):
-    out, fps, _ = load_video(save_video(_colour_frames(1, 16, 16), tmp_path / "one.mp4"))
+    item = load_video(save_video(_colour_frames(1, 16, 16), tmp_path / "one.mp4"))
+    out, fps = item.array, item.fps
     assert out.shape == (1, 16, 16, 3)
 
 
 def test_4k_is_downscaled_while_reading(tmp_path):
     path = save_video(_colour_frames(2, 2160, 3840), tmp_path / "uhd.mp4", fps=2)
-    out, _, _ = load_video(path)
+    out = load_video(path).array
     assert out.shape[0] == 2 and out.shape[1] == 256 and out.shape[2] in (454, 455, 456)
 
 
 def test_many_frames_are_sampled_evenly(tmp_path):
     path = save_video(_colour_frames(40, 16, 16), tmp_path / "many.mp4", fps=20)  # 2 s
-    out, fps, notes = load_video(path, limits=MediaLimits(max_video_frames_read=8))
+    item = load_video(path, limits=MediaLimits(max_video_frames_read=8))
+    out, fps, notes = item.array, item.fps, item.notes
     assert len(out) == 8 and fps == pytest.approx(4.0, rel=0.2) and _has(notes, "sampled evenly")
     reds = out[..., 0].astype(int).mean(axis=(1, 2))
     assert reds[0] < 40 and reds[-1] > 190 and bool(np.all(np.diff(reds) > 0))
@@ -257,14 +276,16 @@ def test_many_frames_are_sampled_evenly(tmp_path):
 
 def test_long_video_is_trimmed(tmp_path):
     path = save_video(_colour_frames(16, 16, 16), tmp_path / "long.mp4", fps=8)  # 2 s
-    out, fps, notes = load_video(path, limits=MediaLimits(max_video_seconds=1.0))
+    item = load_video(path, limits=MediaLimits(max_video_seconds=1.0))
+    out, fps, notes = item.array, item.fps, item.notes
     assert 7 <= len(out) <= 9 and _has(notes, "trimmed")
 
 
 def test_animated_gif_is_a_video(tmp_path):
     frames = [Image.fromarray(f) for f in _colour_frames(5, 12, 10)]
     frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=200, loop=0)
-    out, fps, notes = load_video(tmp_path / "a.gif")
+    item = load_video(tmp_path / "a.gif")
+    out, fps, notes = item.array, item.fps, item.notes
     assert out.shape == (5, 12, 10, 3) and fps == pytest.approx(5.0)
 
 
@@ -303,12 +324,12 @@ def test_guess_modality_by_content(tmp_path):
 
 def test_writers_round_trip(tmp_path):
     grey = RNG.random((5, 7))  # float in [0, 1]
-    arr, _ = load_image(save_image(grey, tmp_path / "g.png"))
+    arr = load_image(save_image(grey, tmp_path / "g.png")).array
     assert arr.shape == (5, 7, 3) and np.abs(arr[..., 0] / 255.0 - grey).max() < 0.003
     wave = _tone(0.1, 16000, amp=0.9)
     path = save_audio(wave, tmp_path / "sub" / "w.wav")
     assert sf.info(str(path)).subtype == "PCM_16"
-    assert np.abs(load_audio(path)[0] - wave).max() < 1e-4
+    assert np.abs(load_audio(path).array - wave).max() < 1e-4
     with pytest.raises(ValueError):
         save_video(np.zeros((0, 4, 4, 3), np.uint8), tmp_path / "none.mp4")
 

@@ -139,9 +139,9 @@ def test_world_uploads_pass_and_noise_is_flagged(nano_world, nano_encoder):
     from nextgpt.world.vocab import sample_spec
 
     rng = np.random.default_rng(5)
-    examples = {Modality.IMAGE: load_image(EXAMPLES / "green_triangle.png")[0],
-                Modality.AUDIO: load_audio(EXAMPLES / "high_steady_buzz.wav")[0],
-                Modality.VIDEO: load_video(EXAMPLES / "orange_circle_moving_up.mp4")[0]}
+    examples = {Modality.IMAGE: load_image(EXAMPLES / "green_triangle.png").array,
+                Modality.AUDIO: load_audio(EXAMPLES / "high_steady_buzz.wav").array,
+                Modality.VIDEO: load_video(EXAMPLES / "orange_circle_moving_up.mp4").array}
     noise = {
         Modality.IMAGE: [rng.integers(0, 256, (384, 512, 3), dtype=np.uint8) for _ in range(4)],
         Modality.AUDIO: [rng.uniform(-0.5, 0.5, 32000).astype(np.float32) for _ in range(4)],
