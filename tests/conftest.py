@@ -17,6 +17,15 @@ from nextgpt.config import NextGPTConfig, ProjectorConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for an app launched by a test)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def make_world(root: Path, splits: tuple[str, ...], n: int, n_dialogues: int) -> Path:
     """A small world at `root`: `n` items per modality and `n_dialogues` dialogues in each split (seed 0)."""
     from nextgpt.world.records import make_split

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from app.examples import EXAMPLES_DIR
 from app.media import OutputRoot
@@ -41,12 +41,6 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage", "--hide-scrollbars")
 FIRST_FOUR = ("Describe a picture", "Draw something", "Make a sound", "Edit my picture")
 SIGNAL_IMAGE = "[IMG0][IMG1][IMG2][IMG3]"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import free_port
 from gradio_client import Client
 
 from app.media import OutputRoot
@@ -33,12 +33,6 @@ from tests.test_study import alpha_interval, icc_2k, t_interval
 ADMIN = "admin-secret-for-tests"
 OFFSETS = (0, 0, 1, -1, 0, 2)  # rater k scores quality + OFFSETS[k] (+ a wobble for rater 5)
 HIDDEN = (*SYSTEMS, *LABELS, *(f"num_inference_steps\": {k}" for k in STEPS))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
