@@ -178,13 +178,12 @@ class NextGPT(nn.Module):
         feats = feats.to(self.device, self.input_proj.weight.dtype)
         return self.input_proj(feats).to(self.dtype), notes  # (N, H)
 
-    def outside_notices(self, messages: Sequence[dict[str, Any]]) -> list[str]:
-        """A notice for each upload of the last user message that lies outside the checkpoint's world; none
-        without a calibrated world profile. Never raises: a failed check is logged and says nothing."""
+    def outside_notices(self, last: dict[str, Any]) -> list[str]:
+        """A notice for each upload of `last` (the user message, normalized) that lies outside the checkpoint's
+        world; none without a calibrated world profile. Never raises: a failed check is logged and says nothing."""
         if self.world is None or not self.can_encode:
             return []
         try:
-            last = normalize_messages(messages)[-1]
             items = [MediaItem(Modality(p["type"]), path=p.get("path"), array=p.get("array"))
                      for p in last["content"] if p["type"] in {m.value for m in Modality}]
             items = [item for item in items if self.world.calibrated(item.modality)]
@@ -206,14 +205,10 @@ class NextGPT(nn.Module):
                 notices.append(self.world.notice(item.modality, self.cfg.name, which))
         return notices
 
-    def asks_abilities(self, messages: Sequence[dict[str, Any]]) -> bool:
-        """Whether the last user message asks what the model can do (only a checkpoint with a world profile
-        answers that itself; any other leaves it to its LLM)."""
+    def asks_abilities(self, last: dict[str, Any]) -> bool:
+        """Whether `last` (the user message, normalized) asks what the model can do (only a checkpoint with a
+        world profile answers that itself; any other leaves it to its LLM)."""
         if self.world is None:
-            return False
-        try:
-            last = normalize_messages(messages)[-1]
-        except Exception:  # noqa: BLE001 - the prompt builder reports a bad message list itself
             return False
         text = " ".join(p["text"] for p in last["content"] if p["type"] == "text")
         return self.ability_questions(text)
@@ -266,9 +261,10 @@ class NextGPT(nn.Module):
         notices = list(prompt.notices)
         # 2. media in, and a word on new uploads from outside the checkpoint's world
         embeds, media_notes = self.prompt_embeds(prompt)
-        notices += media_notes + self.outside_notices(messages)
+        last = normalize_messages(messages)[-1]  # the builder has checked the list: this does not raise
+        notices += media_notes + self.outside_notices(last)
         timings["prepare"] = time.perf_counter() - t0
-        if self.asks_abilities(messages):  # the model's real abilities, not its LLM's guess
+        if self.asks_abilities(last):  # the model's real abilities, not its LLM's guess
             text = self.abilities()
             yield StreamEvent(delta=text)
             timings["total"] = time.perf_counter() - t0

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 
+from conftest import free_port
 from app.examples import EXAMPLES_DIR
 from app.media import OutputRoot
 from app.standin import STANDIN_NOTE, tiny_model

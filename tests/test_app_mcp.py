@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import warnings
 from typing import Any
 
@@ -23,6 +22,7 @@ from mcp import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from conftest import free_port
 from app.examples import EXAMPLES_DIR
 from app.media import OutputRoot
 from app.standin import STANDIN_NOTE, tiny_model
@@ -53,9 +53,7 @@ def served(tmp_path_factory):
     model = tiny_model()
     recorder = Recorder(model)
     demo = build_demo(model, output=OutputRoot(root / "out"), store=ScoreStore(root / "s.sqlite"), note=STANDIN_NOTE)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True, mcp=True)

@@ -16,9 +16,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import free_port
 from gradio_client import Client
 
+from conftest import free_port
 from app.media import OutputRoot
 from app.standin import STANDIN_NOTE, tiny_model
 from app.store import ScoreStore
