@@ -19,6 +19,11 @@ its split, the checkpoint's weight hash and the git commit it was measured at.
    (the recorded turns, earlier media as recorded), so each edit is judged on its own.
 4. Multi-turn dialogue success (mosit.json): every turn is generated with the model's OWN earlier replies
    in the history; a dialogue succeeds when every turn's judged output is right.
+6. Requests about uploaded media (mosit.json task records, one row per `records.TASKS` row): an edit of an
+   uploaded image / sound / video, image -> video, video -> image, a question about one upload or two, and a new
+   request after another item. The record's earlier turns are the REFERENCE history; its last turn is judged:
+   media by the world's judges against the target caption, answers by their verdict against the one the uploads'
+   world attributes give (`judge.question_truth`). Tables 3 and 4 use the random dialogues only.
 
 Decoding is greedy and every diffusion call is seeded (seed + record index), so a rerun gives the same
 numbers. A table or row the checkpoint cannot do (no trained encoder, no decoder of a modality) is
@@ -63,7 +68,12 @@ _QUESTIONS = {q for b in _BOOKS for qs in b.questions.values() for q in qs}
 _ANIMATE = {p.format(value=d) for b in _BOOKS for p in b.animate for d in ATTRIBUTES["video"]["direction"]}
 _STILL = {p for b in _BOOKS for p in b.still}
 _CHAT = {human for b in _BOOKS for human, _ in b.chat}
-_UPLOAD_EDITS = {p.format(value=c) for b in _BOOKS for p in b.upload_edits for c in ATTRIBUTES["image"]["colour"]}
+_UPLOAD_EDITS = ({p.format(value=c) for b in _BOOKS for p in b.upload_edits for c in ATTRIBUTES["image"]["colour"]}
+                 | {p for b in _BOOKS for values in b.uploads.edits.values() for ps in values.values() for p in ps}
+                 | {p for b in _BOOKS for p in b.uploads.reverse})
+_UPLOAD_ANIMATE = {p.format(value=d) for b in _BOOKS for p in b.uploads.animate for d in ATTRIBUTES["video"]["direction"]}
+_UPLOAD_STILL = {p for b in _BOOKS for p in b.uploads.still}
+_SENSES = {text: sense for b in _BOOKS for text, sense in P.question_senses(b.uploads).items()}  # question -> sense
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,8 @@ class EvalConfig:
     data_dir: Path  # the world's root (holds <split>/comprehension.json, ...); a missing split is written
     split: str = "val"  # develop on val; test is run once for the report a checkpoint ships with
     checkpoint: Path | None = None  # the checkpoint folder, for the weight hash in the report
-    limit: int | None = None  # items per modality (tables 1-2), edit turns (3), dialogues (4); None = all
+    limit: int | None = None  # items per modality (tables 1-2), edit turns (3), dialogues (4), task records per
+                              # row (6); None = all
     seed: int = 0  # diffusion seed base (item seed = seed + record index); decoding is greedy
     max_new_tokens: int = 64
     num_inference_steps: int | None = None  # diffusion steps; None = the preset's
@@ -159,10 +170,18 @@ def _media_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def turn_kind(user: dict[str, Any]) -> str:
-    """upload | upload_edit | edit | question | animate | still | chat | request, from a MosIT user turn."""
+    """upload | upload_edit | upload_animate | upload_still | upload_check | upload_pair | edit | question |
+    animate | still | chat | request, from a MosIT user turn."""
     text = _text(user)
-    if _media_parts(user):
-        return "upload_edit" if text in _UPLOAD_EDITS else "upload"
+    media = _media_parts(user)
+    if media:
+        for kind, phrasings in (("upload_edit", _UPLOAD_EDITS), ("upload_animate", _UPLOAD_ANIMATE),
+                                ("upload_still", _UPLOAD_STILL)):
+            if text in phrasings:
+                return kind
+        if text in _SENSES:
+            return "upload_pair" if len(media) > 1 else "upload_check"
+        return "upload"
     for kind, phrasings in (("edit", _EDIT_PROMPTS), ("question", _QUESTIONS), ("animate", _ANIMATE),
                             ("still", _STILL), ("chat", _CHAT)):
         if text in phrasings:
@@ -414,11 +433,15 @@ def _embedding_metrics(model: Any, media: dict[str, dict[str, list]], seed: int)
 
 
 # ---- 3. text + X -> X editing ------------------------------------------------------------------------
-def _mosit(cfg: EvalConfig) -> tuple[list[list[dict[str, Any]]], Path]:
+def _mosit(cfg: EvalConfig, tasks: bool = False) -> tuple[list[Any], Path]:
+    """The random dialogues of mosit.json as messages, or with `tasks` its task records (`records.TASKS`) as
+    (index in mosit.json, row, messages)."""
     from nextgpt.world.messages import record_to_messages
 
     records, root = _records(cfg, "mosit")
-    return [record_to_messages(r, root) for r in records], root
+    if tasks:
+        return [(i, r["task"], record_to_messages(r, root)) for i, r in enumerate(records) if r.get("task")], root
+    return [record_to_messages(r, root) for r in records if not r.get("task")], root
 
 
 def _needs(model: Any, messages: Sequence[dict[str, Any]]) -> list[str]:
@@ -584,6 +607,97 @@ def run_dialogues(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, 
     }
 
 
+# ---- 6. requests about uploaded media (task records) ------------------------------------------------------
+_ANSWER_KINDS = ("upload_check", "upload_pair")  # judged on their verdict; every other task turn on its media
+VERDICT_CHANCE = 0.5  # a blind pick of yes / no, or of first / second
+
+
+def judge_answer(user: dict[str, Any], reply: Any) -> tuple[bool, dict[str, Any]]:
+    """Is a reply to a question about the uploads in `user` right? No media, and the verdict it gives (its first
+    yes / no, or first / second) is the one the uploads' world attributes give (their captions in the record)."""
+    from nextgpt.world.judge import question_truth, read_verdict
+
+    form, attribute, word = _SENSES[_text(user)]
+    items = [caption_attributes(p["caption"], p["type"]) for p in _media_parts(user)]
+    truth = question_truth(form, attribute, word, items)
+    said = read_verdict(reply.text, form)
+    detail = {"asks": [form, attribute, word], "truth": truth, "verdict": said, "produced": [m for m, _ in produced(reply)]}
+    return said == truth and not detail["produced"], detail
+
+
+def plan_tasks(model: Any, cfg: EvalConfig) -> dict[str, Any]:
+    from nextgpt.world.records import TASKS
+
+    records, _ = _mosit(cfg, tasks=True)
+    rows: dict[str, Any] = {}
+    for task in TASKS:
+        mine = _cap([(d, messages) for d, row, messages in records if row == task.name], cfg.limit)
+        items, reasons = [], Counter()
+        for d, messages in mine:
+            needs = _needs(model, messages)
+            reasons.update(needs)
+            if not needs:
+                items.append((d, messages))
+        rows[task.name] = {"items": items, "kind": task.kind,
+                           "skipped": {"count": len(mine) - len(items), "of": len(mine), "reasons": dict(reasons)}}
+    return {"rows": rows}
+
+
+def run_tasks(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    for name, row in plan["rows"].items():
+        oks, chances, by_modality = [], [], {}
+        edited, kept, carried, combos = [], [], [], {}
+        for d, messages in row["items"]:
+            j = len(messages) - 2
+            user, reference = messages[j], messages[j + 1]
+            reply = run.chat(messages[: j + 1], seed=1000 * d + j)
+            uploads = _media_parts(user)
+            earlier = [p for msg in messages[:j] for p in _media_parts(msg)]
+            if row["kind"] in _ANSWER_KINDS:
+                ok, detail = judge_answer(user, reply)
+                chance, modality = VERDICT_CHANCE, uploads[0]["type"]
+            else:
+                ok, detail = judge_turn(reference, reply, None)
+                target = _media_parts(reference)[0]
+                modality, new = target["type"], caption_attributes(target["caption"], target["type"])
+                chance = attribute_chance(modality)["all"]
+                judged = (detail.get("judged") or {}).get(modality) or {}
+                combos.setdefault(modality, ([], []))
+                combos[modality][0].append(new)
+                combos[modality][1].append(ok)
+                if row["kind"] == "upload_edit":  # which words changed, which were kept
+                    old = caption_attributes(uploads[0]["caption"], modality)
+                    changed = [k for k in new if old[k] != new[k]]
+                    edited.append(bool(judged) and all(judged.get(k) == new[k] for k in changed))
+                    kept.append(bool(judged) and all(judged.get(k) == new[k] for k in new if k not in changed))
+                if earlier:  # a word of the latest earlier item where the target differs from it
+                    before = caption_attributes(earlier[-1]["caption"], earlier[-1]["type"])
+                    differ = [k for k in new if k in before and before[k] != new[k]]
+                    if differ:
+                        carried.append(any(judged.get(k) == before[k] for k in differ))
+            oks.append(ok)
+            chances.append(chance)
+            by_modality.setdefault(modality, []).append((ok, chance))
+            items_out.append({"table": "tasks", "row": name, "record": d, "turn": j // 2, "kind": row["kind"],
+                              "request": _text(user), "uploads": [p["caption"] for p in uploads],
+                              "reference": _text(reference), "reply": reply.text, "right": ok,
+                              **{k: v for k, v in detail.items() if k != "judged"},
+                              **({"judged": detail["judged"]} if detail.get("judged") else {})})
+        out = {"n": len(oks), "kind": row["kind"], "right": rate_of(oks, chances),
+               "by_modality": {m: rate_of([ok for ok, _ in v], [c for _, c in v]) for m, v in sorted(by_modality.items())},
+               "skipped": row["skipped"]}
+        if row["kind"] == "upload_edit":
+            out.update(edited=rate_of(edited), kept=rate_of(kept))
+        if carried:
+            out["carried_over"] = rate_of(carried)
+        if combos:
+            out["combinations"] = {m: by_combination(m, t, o) for m, (t, o) in combos.items()}
+        rows[name] = out
+    return {"history": "reference (the recorded earlier turns and media); the record's last turn is judged",
+            "rows": rows}
+
+
 # ---- all tables ---------------------------------------------------------------------------------------
 @dataclass
 class EvalReport:
@@ -627,8 +741,9 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     plans = {"captioning": plan_captioning(model, cfg), "generation": plan_generation(model, cfg),
-             "editing": plan_editing(model, cfg), "dialogue": plan_dialogues(model, cfg)}
-    total = (sum(len(r["items"]) for p in ("captioning", "generation") for r in plans[p]["rows"].values())
+             "editing": plan_editing(model, cfg), "dialogue": plan_dialogues(model, cfg),
+             "tasks": plan_tasks(model, cfg)}
+    total = (sum(len(r["items"]) for p in ("captioning", "generation", "tasks") for r in plans[p]["rows"].values())
              + len(plans["editing"]["items"]) + sum(len(m) // 2 for _, m in plans["dialogue"]["items"]))
     run = _Runner(model, cfg, total, base)
     items: list[dict[str, Any]] = []
@@ -637,7 +752,8 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
         tables = {"captioning": run_captioning(run, plans["captioning"], items),
                   "generation": run_generation(run, plans["generation"], items),
                   "editing": run_editing(run, plans["editing"], items),
-                  "dialogue": run_dialogues(run, plans["dialogue"], items)}
+                  "dialogue": run_dialogues(run, plans["dialogue"], items),
+                  "tasks": run_tasks(run, plans["tasks"], items)}
     finally:
         run.bar.close()
     samples = tables["generation"].pop("_samples")
@@ -678,6 +794,11 @@ def _skipped(tables: dict[str, Any]) -> list[str]:
         if skipped["count"]:
             why = "; ".join(f"{reason} ({count})" for reason, count in skipped["reasons"].items())
             lines.append(f"{name}: {skipped['count']} of {skipped['of']} {unit} skipped: {why}")
+    for row, values in tables["tasks"]["rows"].items():
+        skipped = values["skipped"]
+        if skipped["count"]:
+            why = "; ".join(f"{reason} ({count})" for reason, count in skipped["reasons"].items())
+            lines.append(f"tasks / {row}: {skipped['count']} of {skipped['of']} records skipped: {why}")
     return lines
 
 

@@ -94,6 +94,30 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def _tasks_section(tasks: dict[str, Any] | None) -> list[str]:
+    """Section 6: one row per task row of the world (`records.TASKS`)."""
+    lines = ["## 6. Requests about uploaded media (mosit.json task records)", ""]
+    rows = (tasks or {}).get("rows", {})
+    if not any(r["n"] for r in rows.values()):
+        return lines + ["Not measured: this split has no task records (world version 3 writes them), or the "
+                        "checkpoint cannot do them (see above).", ""]
+    lines += [f"History: {tasks['history']}. *right*: media turns produce exactly the expected item, judged to have "
+              "every word of its caption; questions about uploads produce no media and give the verdict (yes / no, "
+              "first / second) that the uploads' world attributes give. *edited* / *kept*: the changed / the other "
+              "words of an edited upload; *carried over*: the produced item took a word of the latest earlier item "
+              "where the target differs from it (n: records with such an item).", ""]
+    table = []
+    for name, r in rows.items():
+        if not r["n"]:
+            continue
+        by = ", ".join(f"{m} {_pct(v['rate'])} (n {v['n']})" for m, v in r["by_modality"].items())
+        carried = r.get("carried_over")
+        table.append([name, str(r["n"]), _rate(r["right"]), _chance(r["right"]), _rate(r.get("edited")),
+                      _rate(r.get("kept")), f"{_pct(carried['rate'])} (n {carried['n']})" if carried else "-", by])
+    return lines + _table(["row", "n", "right %", "chance %", "edited %", "kept %", "carried over %", "by modality %"],
+                          table) + [""]
+
+
 def markdown(report: EvalReport) -> str:
     meta, t = report.meta, report.tables
     cfg = meta["config"]
@@ -106,7 +130,8 @@ def markdown(report: EvalReport) -> str:
         f"`{meta.get('git_commit')}`. User turns: {(meta.get('world') or {}).get('phrasings') or 'train'} "
         "phrasings.",
         "",
-        f"Limit {cfg['limit'] or 'none'} (items per modality / edit turns / dialogues), seed {cfg['seed']}, "
+        f"Limit {cfg['limit'] or 'none'} (items per modality / edit turns / dialogues / task records per row), "
+        f"seed {cfg['seed']}, "
         f"{meta['decoding']}; {meta['chat_calls']} chat calls in {meta['elapsed_s']} s "
         f"(torch threads: {meta['torch_threads']}). Everything goes through `NextGPT.chat`.",
         "",
@@ -224,7 +249,9 @@ def markdown(report: EvalReport) -> str:
     # 5. held-out combinations
     combos = (_combination_rows("captioning", t["captioning"]["rows"])
               + _combination_rows("generation", {m: r for m, r in g["rows"].items() if m != "text"})
-              + _combination_rows("editing", e["rows"]))
+              + _combination_rows("editing", e["rows"])
+              + [row for name, r in t.get("tasks", {}).get("rows", {}).items()
+                 for row in _combination_rows(f"uploads: {name}", r.get("combinations", {}))])
     lines += ["## 5. Attribute combinations held out of training", "",
               "Every attribute right, for items whose attribute combination is in the train split vs those with a "
               f"combination held out of it ({', '.join(_held_out_words())}).", ""]
@@ -235,6 +262,7 @@ def markdown(report: EvalReport) -> str:
                   "combinations.**", ""]
     lines += (_table(["table", "modality", "seen combinations %", "held-out combinations %", "chance %"], combos)
               if combos else ["No held-out combination in this split."]) + [""]
+    lines += _tasks_section(t.get("tasks"))
     if meta.get("plots"):
         lines += ["## Plots", "", *(f"![{p}]({p})" for p in meta["plots"]), ""]
     return "\n".join(lines)

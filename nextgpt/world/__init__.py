@@ -26,7 +26,7 @@ JUDGES: dict[str, Callable[..., dict[str, str | None]]] = {
 
 # records.py doubles as a CLI (python -m nextgpt.world.records); importing it lazily keeps runpy from
 # warning that the module was already imported by its package.
-_RECORDS_API = ("KINDS", "SPLITS", "SPLIT_SIZES", "Turn", "decode_video", "encode_videos", "ensure_split", "load_records",
+_RECORDS_API = ("KINDS", "SPLITS", "SPLIT_SIZES", "TASKS", "TASK_SIZES", "Task", "Turn", "decode_video", "encode_videos", "ensure_split", "load_records",
                 "make_split", "read_media", "sample_dialogue", "write_media")
 
 

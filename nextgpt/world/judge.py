@@ -7,6 +7,8 @@ Used to score generated media (and model-written captions) against the requested
     judge_video(frames)        -> {'colour': 'blue', 'shape': 'square', 'direction': 'left'}
     parse_caption(text, 'image') -> {'colour': 'red', 'shape': 'circle'}
     judge_small_talk("Glad you like it!", "Thanks, happy you like it.") -> True
+    question_truth("which", "colour", "red", [{"colour": "blue", ...}, {"colour": "red", ...}]) -> 'second'
+    read_verdict("The second one is red.", "which") -> 'second'
 
 Every judge tolerates noise, blur and codec artefacts, and answers None for an attribute it cannot
 find instead of raising. A judge answers "nothing there" (every attribute None) for what is not one world
@@ -269,3 +271,30 @@ def judge_small_talk(reference: str, reply: str) -> bool | None:
         return None
     lowered = reply.lower()
     return any(all(_says(lowered, group) for group in reading) for reading in readings)
+
+
+_VERDICT_WORDS = {"check": ("yes", "no"), "same": ("yes", "no"), "which": ("first", "second")}
+
+
+def question_truth(form: str, attribute: str, word: str | None, items: list[dict[str, str]]) -> str:
+    """The right verdict of a question about uploaded items (their world attributes, in upload order): 'check'
+    (is the one item `word`?) and 'same' (do the two share `attribute`?) -> 'yes' | 'no'; 'which' (which of the two
+    is `word`?) -> 'first' | 'second'. See `prompts.question_senses` for what each phrasing asks."""
+    values = [item[attribute] for item in items]
+    if form == "check":
+        return "yes" if values[0] == word else "no"
+    if form == "same":
+        return "yes" if values[0] == values[1] else "no"
+    if form == "which":
+        if (values[0] == word) == (values[1] == word):
+            raise ValueError(f"which of {values} is {word!r} has no single answer")
+        return "first" if values[0] == word else "second"
+    raise ValueError(f"unknown question form {form!r}")
+
+
+def read_verdict(text: str, form: str) -> str | None:
+    """The verdict a reply gives to a question of `form`: its first 'yes' / 'no' (check, same) or 'first' /
+    'second' (which); None when it gives none."""
+    words = _VERDICT_WORDS[form]
+    found = re.search(r"\b(" + "|".join(words) + r")\b", text.lower())
+    return found.group(1) if found else None

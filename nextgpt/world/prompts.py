@@ -5,7 +5,9 @@ Placeholders: {caption} = an exact world caption ("a red circle"), {token} = the
 model must emit that modality's signal tokens; in human turns it marks an uploaded item.
 
 The train and val splits phrase user turns with the first tables; the test split with the TEST_ tables only
-(`BOOKS`: split -> `Phrasebook`), so the test measures phrasings the model never saw.
+(`BOOKS`: split -> `Phrasebook`), so the test measures phrasings the model never saw. Requests about uploaded
+media (edits of an upload, image <-> video conversions, questions about one or two uploads) have their own tables,
+`UploadBook`; `question_senses` reads back what such a question asks.
 """
 
 from __future__ import annotations
@@ -208,6 +210,182 @@ TEST_CHAT: tuple[tuple[str, str], ...] = (
 )
 
 
+# ---------------------------------------------------------------- requests about uploaded media
+# What people try with an upload, phrased per split: the train tables first, then the TEST_ ones, none of which is a
+# train phrasing of any kind (lower-cased, without punctuation, values masked; tests/test_heldout.py checks). Each
+# upload request is one turn: the media tokens, a newline, the request. {value} = the new or asked word; {noun} /
+# {one} = the plural / singular noun of the uploaded media (`MEDIA_NOUNS`).
+MEDIA_NOUNS: dict[str, tuple[str, str]] = {"image": ("picture", "pictures"), "audio": ("sound", "sounds"),
+                                           "video": ("clip", "clips")}
+_UPLOAD_GENERIC_EDITS: dict[str, tuple[str, ...]] = {
+    "colour": ("Turn this {value}.", "Could you colour this {value}?", "Make the shape {value}.",
+               "Change its colour to {value}.", "I want this in {value}.", "Colour it {value}, please."),
+    "shape": ("Turn this into a {value}.", "Make the shape a {value}.", "Change this to a {value}.",
+              "Could this be a {value} instead?", "Replace the shape with a {value}."),
+    "direction": ("Make this go {value}.", "Have this move {value} instead.", "Change its direction to {value}.",
+                  "Let this move {value}.", "Could it head {value}?"),
+}
+UPLOAD_EDIT_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
+    **{attr: {v: tuple(t.format(value=v) for t in templates) for v in _GENERIC_WORDS[attr]}
+       for attr, templates in _UPLOAD_GENERIC_EDITS.items()},
+    "pitch": {"high": ("Same but higher.", "Make this higher.", "Raise this one's pitch.", "Can you pitch this up?"),
+              "low": ("Same but lower.", "Make this lower.", "Lower this one's pitch.", "Can you pitch this down?")},
+    "rhythm": {"beeping": ("Make this beep.", "Can you make the sound pulse?", "Turn this into beeping.",
+                           "Put gaps in this sound."),
+               "steady": ("Make this steady.", "Make the sound continuous.", "Remove the gaps.",
+                          "Turn this into one long note.")},
+    "sound": {"buzz": ("Can you make the sound buzzier?", "Make this a buzz.", "Give this a buzzy sound.",
+                       "Turn this into a buzz."),
+              "tone": ("Make the sound purer.", "Make this a tone.", "Give this a smooth sound.",
+                       "Turn this into a tone.")},
+}
+UPLOAD_REVERSE_PROMPTS = ("Reverse the direction.", "Make it go the other way.", "Flip the direction of motion.")
+OPPOSITE_DIRECTIONS = {"left": "right", "right": "left", "up": "down", "down": "up"}
+UPLOAD_ANIMATE_PROMPTS = ("Animate this moving {value}.", "Make a video of this going {value}.",
+                          "Turn this picture into a clip moving {value}.", "Can this move {value} in a video?")
+UPLOAD_STILL_PROMPTS = ("Give me a picture of the shape in this clip.", "Draw a still of this video.",
+                        "Make a single frame of this.", "Turn this clip into an image.")
+# yes/no questions about one upload: attribute -> asked word -> phrasings
+UPLOAD_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
+    "colour": {v: (f"Is this {v}?", f"Is the shape {v}?") for v in COLOURS},
+    "shape": {v: (f"Is this a {v}?", f"Is the shape a {v}?") for v in SHAPES},
+    "direction": {v: (f"Is it moving {v}?", f"Does this go {v}?") for v in DIRECTIONS},
+    "pitch": {"high": ("Is this higher than a middle tone?", "Is this a high sound?"),
+              "low": ("Is this lower than a middle tone?", "Is this a low sound?")},
+    "rhythm": {"beeping": ("Is this beeping?", "Does this sound have gaps?"),
+               "steady": ("Is this steady?", "Is this sound continuous?")},
+    "sound": {"buzz": ("Is this a buzz?", "Does this sound buzzy?"), "tone": ("Is this a tone?", "Is this a pure tone?")},
+}
+# two uploads of one modality: which of them has a word (attribute -> word -> phrasings), whether they share an
+# attribute's word (attribute -> phrasings)
+PAIR_WHICH: dict[str, dict[str, tuple[str, ...]]] = {
+    "colour": {v: (f"Which one of these is {v}?", f"Which {{one}} is {v}?") for v in COLOURS},
+    "shape": {v: (f"Which one of these shows a {v}?", f"Which {{one}} has the {v}?") for v in SHAPES},
+    "direction": {v: (f"Which one of these moves {v}?", f"Which {{one}} goes {v}?") for v in DIRECTIONS},
+    "pitch": {"high": ("Which one of these is higher?", "Which {one} is high?"),
+              "low": ("Which one of these is lower?", "Which {one} is low?")},
+    "rhythm": {"beeping": ("Which one of these is beeping?", "Which {one} beeps?"),
+               "steady": ("Which one of these is steady?", "Which {one} is continuous?")},
+    "sound": {"buzz": ("Which one of these is a buzz?", "Which {one} buzzes?"),
+              "tone": ("Which one of these is a tone?", "Which {one} is a pure tone?")},
+}
+PAIR_SAME: dict[str, tuple[str, ...]] = {
+    "colour": ("Do these two {noun} have the same colour?", "Are both the same colour?"),
+    "shape": ("Do these two {noun} show the same shape?", "Are both the same shape?"),
+    "direction": ("Do these two {noun} move the same way?", "Are both going the same direction?"),
+    "pitch": ("Do these two {noun} have the same pitch?", "Is the pitch of both the same?"),
+    "rhythm": ("Do these two {noun} have the same rhythm?", "Is the rhythm of both the same?"),
+    "sound": ("Are these two {noun} the same kind of sound?", "Is the timbre of both the same?"),
+}
+# answers (shared by every split): {caption} / {first}, {second} are world captions of the uploads
+CHECK_ANSWERS: dict[str, tuple[str, ...]] = {"yes": ("Yes, it is {caption}.", "Yes. This is {caption}."),
+                                             "no": ("No, it is {caption}.", "No. This is {caption}.")}
+PAIR_VERDICTS: dict[str, str] = {"yes": "Yes.", "no": "No.", "first": "The first one.", "second": "The second one."}
+PAIR_ANSWER = "{verdict} The first is {first}, the second is {second}."
+
+
+@dataclass(frozen=True)
+class UploadBook:
+    """One split's phrasings of requests about uploaded media (see the tables above)."""
+
+    edits: dict[str, dict[str, tuple[str, ...]]]   # attribute -> new word -> edit of the upload
+    reverse: tuple[str, ...]                       # direction edits to the opposite direction
+    animate: tuple[str, ...]                       # image upload -> video, {value} = direction
+    still: tuple[str, ...]                         # video upload -> image
+    checks: dict[str, dict[str, tuple[str, ...]]]  # attribute -> asked word -> yes/no question about one upload
+    which: dict[str, dict[str, tuple[str, ...]]]   # attribute -> asked word -> which of two uploads has it
+    same: dict[str, tuple[str, ...]]               # attribute -> do two uploads share its word
+
+
+_TEST_UPLOAD_GENERIC_EDITS: dict[str, tuple[str, ...]] = {
+    "colour": ("Make it {value}.", "Can you make this {value}?", "make this one {value} pls", "I want it {value}.",
+               "{value} please", "Could this be {value} instead?"),
+    "shape": ("Make it a {value}.", "can u make this a {value}", "I want a {value} instead.", "Redraw this as a {value}.",
+              "make that a {value} pls"),
+    "direction": ("can u make this go {value}", "I want it heading {value}.", "Move it {value} instead.",
+                  "Have it go {value} now.", "make that go {value} pls"),
+}
+TEST_UPLOAD_EDIT_PROMPTS: dict[str, dict[str, tuple[str, ...]]] = {
+    **{attr: {v: tuple(t.format(value=v) for t in templates) for v in _GENERIC_WORDS[attr]}
+       for attr, templates in _TEST_UPLOAD_GENERIC_EDITS.items()},
+    "pitch": {"high": ("higher pls", "Could it be higher?", "Shift it up in pitch.", "Make the pitch go up."),
+              "low": ("lower pls", "Could it be lower?", "Shift it down in pitch.", "Make the pitch go down.")},
+    "rhythm": {"beeping": ("make it beep on and off", "Could it pulse?", "Give it a beeping rhythm.",
+                           "I want it choppy."),
+               "steady": ("make it continuous pls", "Could it be constant?", "Give it a steady rhythm.",
+                          "I want it unbroken.")},
+    "sound": {"buzz": ("Could it buzz instead?", "make it buzzier", "Change this into a buzz.", "I want it rough."),
+              "tone": ("Could it be smoother?", "make it less buzzy", "Change this into a tone.", "I want it clean.")},
+}
+TEST_UPLOAD_REVERSE_PROMPTS = ("reverse it", "Can it go the opposite way?", "Run it backwards.")
+TEST_UPLOAD_ANIMATE_PROMPTS = ("Make it move {value}.", "can u animate this going {value}",
+                               "Put this in motion, heading {value}.", "I want a clip of this moving {value}.")
+TEST_UPLOAD_STILL_PROMPTS = ("Show me the shape from this clip.", "can u give me a still of it",
+                             "Take a snapshot of the shape.", "Draw the thing in this clip, without motion.")
+TEST_UPLOAD_CHECKS: dict[str, dict[str, tuple[str, ...]]] = {
+    "colour": {v: (f"is it {v}", f"Would you call this {v}?") for v in COLOURS},
+    "shape": {v: (f"is that a {v}", f"Would you call this a {v}?") for v in SHAPES},
+    "direction": {v: (f"is it heading {v}", f"Is the motion going {v}?") for v in DIRECTIONS},
+    "pitch": {"high": ("is this above a middle tone", "Is the pitch high?"),
+              "low": ("is this below a middle tone", "Is the pitch low?")},
+    "rhythm": {"beeping": ("is it pulsing", "Does it go on and off?"),
+               "steady": ("is it constant", "Does it play without gaps?")},
+    "sound": {"buzz": ("is that buzzy", "Does it sound like a buzz?"),
+              "tone": ("is that a clean tone", "Does it sound like a tone?")},
+}
+TEST_PAIR_WHICH: dict[str, dict[str, tuple[str, ...]]] = {
+    "colour": {v: (f"Which of these two {{noun}} is {v}?", f"which one's {v}") for v in COLOURS},
+    "shape": {v: (f"Which of these two {{noun}} is a {v}?", f"which one's a {v}") for v in SHAPES},
+    "direction": {v: (f"Which of these two {{noun}} is heading {v}?", f"which one's going {v}") for v in DIRECTIONS},
+    "pitch": {"high": ("Which of these two {noun} sounds higher?", "which one's higher"),
+              "low": ("Which of these two {noun} sounds lower?", "which one's lower")},
+    "rhythm": {"beeping": ("Which of these two {noun} pulses?", "which one's beeping"),
+               "steady": ("Which of these two {noun} is constant?", "which one's steady")},
+    "sound": {"buzz": ("Which of these two {noun} sounds buzzy?", "which one's the buzz"),
+              "tone": ("Which of these two {noun} sounds pure?", "which one's the tone")},
+}
+TEST_PAIR_SAME: dict[str, tuple[str, ...]] = {
+    "colour": ("Are these two {noun} the same colour?", "same colour?"),
+    "shape": ("Are these two {noun} the same shape?", "same shape?"),
+    "direction": ("Are these two {noun} going the same direction?", "same direction?"),
+    "pitch": ("Are these two {noun} the same pitch?", "same pitch?"),
+    "rhythm": ("Are these two {noun} the same rhythm?", "same rhythm?"),
+    "sound": ("Are these two {noun} the same type of sound?", "same timbre?"),
+}
+
+
+def question_senses(uploads: UploadBook) -> dict[str, tuple[str, str, str | None]]:
+    """Every question of `uploads` about uploaded media, as typed -> (form, attribute, asked word or None):
+    form 'check' (yes/no about one upload), 'which' (which of two has the word) or 'same' (do two share it)."""
+    senses: dict[str, tuple[str, str, str | None]] = {}
+
+    def add(text: str, sense: tuple[str, str, str | None]) -> None:
+        if senses.setdefault(text, sense) != sense:
+            raise ValueError(f"{text!r} asks both {senses[text]} and {sense}")
+
+    nouns = [(m, one, many) for m, (one, many) in MEDIA_NOUNS.items()]
+    for attribute, by_word in uploads.checks.items():
+        for word, phrasings in by_word.items():
+            for text in phrasings:
+                add(text, ("check", attribute, word))
+    for attribute, by_word in uploads.which.items():
+        for word, phrasings in by_word.items():
+            for text in phrasings:
+                for _, one, many in nouns:
+                    add(text.format(one=one, noun=many), ("which", attribute, word))
+    for attribute, phrasings in uploads.same.items():
+        for text in phrasings:
+            for _, one, many in nouns:
+                add(text.format(one=one, noun=many), ("same", attribute, None))
+    return senses
+
+
+TRAIN_UPLOADS = UploadBook(UPLOAD_EDIT_PROMPTS, UPLOAD_REVERSE_PROMPTS, UPLOAD_ANIMATE_PROMPTS, UPLOAD_STILL_PROMPTS,
+                           UPLOAD_CHECKS, PAIR_WHICH, PAIR_SAME)
+TEST_UPLOADS = UploadBook(TEST_UPLOAD_EDIT_PROMPTS, TEST_UPLOAD_REVERSE_PROMPTS, TEST_UPLOAD_ANIMATE_PROMPTS,
+                          TEST_UPLOAD_STILL_PROMPTS, TEST_UPLOAD_CHECKS, TEST_PAIR_WHICH, TEST_PAIR_SAME)
+
+
 @dataclass(frozen=True)
 class Phrasebook:
     """The user-turn phrasings of one split (answers are shared); see TRAIN_BOOK and TEST_BOOK."""
@@ -219,11 +397,13 @@ class Phrasebook:
     animate: tuple[str, ...]                         # templates with {value} = direction
     still: tuple[str, ...]
     chat: tuple[tuple[str, str], ...]                # (human, gpt)
-    upload_edits: tuple[str, ...] = ()               # colour edits typed with an upload ({value}); () = none
+    uploads: UploadBook = TRAIN_UPLOADS              # requests about uploaded media (the task records)
+    upload_edits: tuple[str, ...] = ()               # colour edits typed with an upload inside the random
+                                                     # dialogues ({value}); () = none
 
 
 TRAIN_BOOK = Phrasebook(COMPREHENSION_PROMPTS, T2M_REQUESTS, EDIT_PROMPTS, {k: q for k, (q, _) in QUESTIONS.items()},
-                        ANIMATE_PROMPTS, STILL_PROMPTS, CHAT)
+                        ANIMATE_PROMPTS, STILL_PROMPTS, CHAT, TRAIN_UPLOADS)
 TEST_BOOK = Phrasebook(TEST_COMPREHENSION_PROMPTS, TEST_T2M_REQUESTS, TEST_EDIT_PROMPTS, TEST_QUESTIONS,
-                       TEST_ANIMATE_PROMPTS, TEST_STILL_PROMPTS, TEST_CHAT, TEST_UPLOAD_EDITS)
+                       TEST_ANIMATE_PROMPTS, TEST_STILL_PROMPTS, TEST_CHAT, TEST_UPLOADS, TEST_UPLOAD_EDITS)
 BOOKS = {"train": TRAIN_BOOK, "val": TRAIN_BOOK, "test": TEST_BOOK}  # split -> its phrasings

@@ -1,13 +1,16 @@
 """Write the world as train/val/test splits of official NExT-GPT records plus media files.
 
-    python -m nextgpt.world.records --out data/world --seed 0 --train 2000 --val 200 --test 200
+    python -m nextgpt.world.records --out data/world --seed 0 --train 2000 --val 200 --test 200 \
+        --train-tasks 500 --val-tasks 50 --test-tasks 100
 
 Layout of DIR/<split>/ (media paths inside records are relative to this folder):
     images/000000.png  audio/000000.wav (16 kHz)  videos/000000.mp4 (8 fps, h264)
     comprehension.json  X -> caption pairs (stage 1): {input_image, conversations}
     generation.json     caption-only generation (stage 2): {output_image, image_captions, conversations}
     t2m.json            text -> text + X instructions: same keys, answer "Here is <caption>. <image>"
-    mosit.json          2-5 turn dialogues: {image_list, video_list, audio_list, conversation}
+    mosit.json          2-5 turn dialogues: {image_list, video_list, audio_list, conversation}, then task records
+                        (1-3 turns, "task": row of TASKS): context turns, then a request about uploaded media
+                        (edit it, image <-> video, a question about one or two uploads) or a new request
     meta.json           seed and vocabulary
 In MosIT dialogues the k-th "<image>" of the conversation (human turn = upload, gpt turn = generated)
 is the k-th entry of image_list; likewise for <audio> and <video>. Splits use disjoint seeds
@@ -47,7 +50,9 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 SPLIT_SIZES = {"train": 2000, "val": 200, "test": 200}  # items per modality (and dialogues) of the standard world
-WORLD_VERSION = 2  # 2: held-out phrasings and combinations, test media distinct from train (meta.json records it)
+# 2: held-out phrasings and combinations, test media distinct from train; 3: task records (requests about uploaded
+# media, a new request after another item) after the random dialogues in mosit.json (meta.json records it)
+WORLD_VERSION = 3
 KINDS = ("comprehension", "generation", "t2m", "mosit")
 MEDIA_DIRS = {s.name: s.world_dir for s in MODALITY_INFO.values()}  # "image" -> "images"
 MEDIA_EXTS = {s.name: s.extension for s in MODALITY_INFO.values()}  # "image" -> ".png"
@@ -248,6 +253,7 @@ def t2m_record(spec: Spec, path: str, rng: np.random.Generator, book: P.Phrasebo
 class Turn:
     """One human -> gpt exchange of a MosIT dialogue."""
     kind: str                        # upload | upload_edit | request | edit | question | animate | still | chat
+                                     # | upload_animate | upload_still | upload_check | upload_pair
     human: str
     gpt: str
     inputs: tuple[Spec, ...] = ()    # items the user uploads (their tokens are in `human`)
@@ -342,15 +348,129 @@ class _Dialogues:
 
     def dialogue(self) -> list[Turn]:
         """A 2-5 turn dialogue; edits/questions/switches always refer to the most recent item."""
+        return self._turns(int(self.rng.integers(2, 6)))[0]
+
+    def _turns(self, n: int) -> tuple[list[Turn], Spec | None]:
+        """`n` turns of a random dialogue -> (turns, the most recent item or None)."""
         extra = ("upload_edit",) if self.book.upload_edits else ()
         turns: list[Turn] = []
         last: Spec | None = None
-        for _ in range(int(self.rng.integers(2, 6))):
+        for _ in range(n):
             kind = _pick(self.rng, _OPENERS + extra if last is None else _FOLLOW_UPS[last.modality] + extra)
             turn = getattr(self, kind)(last)
             turns.append(turn)
             last = (turn.inputs + turn.outputs or (last,))[-1]
-        return turns
+        return turns, last
+
+    # ---- task records: 0-2 turns of a random dialogue, then one request about uploaded media (or a new request)
+    def task(self, task: "Task") -> list[Turn]:
+        """A task record's turns: context from a random dialogue (at least one turn when the task needs an
+        earlier item), then the task's turn, whose items differ from the latest earlier item in every word they
+        could share (so that a model carrying an earlier word over is judged wrong)."""
+        turns, last = self._turns(int(self.rng.integers(1 if task.kind == "request" else 0, 3)))
+        if task.kind == "request":  # a new item of a modality that shares words with the earlier one
+            modality = _pick(self.rng, [m for m in MODALITIES if set(ATTRIBUTES[m]) & set(ATTRIBUTES[last.modality])])
+        else:
+            modality = task.modality or _pick(self.rng, MODALITIES)
+        return turns + [_TASK_TURNS[task.kind](self, modality, last)]
+
+    def _like(self, modality: str, words: dict[str, str] | None = None, unlike: Spec | None = None) -> Spec:
+        """A new item of `modality` with `words` fixed and every other word it shares with `unlike` changed,
+        under the rules (a held-out combination or an avoided medium is drawn again)."""
+        words = words or {}
+        for _ in range(1000):
+            spec = sample_spec(modality, self.rng, self.n_frames)
+            for attribute, choices in ATTRIBUTES[modality].items():
+                if attribute in words:
+                    spec = spec.edited(attribute, words[attribute])
+                elif unlike is not None and getattr(unlike, attribute, None) == getattr(spec, attribute):
+                    spec = spec.edited(attribute, _pick(self.rng, [w for w in choices if w != getattr(spec, attribute)]))
+            if not (self.rules.hold_out and held_out_pairs(modality, spec.attributes)) and not (
+                    self.rules.avoid and media_key(spec) in self.rules.avoid):
+                return spec
+        raise ValueError(f"no {modality} item with {words} under these rules")
+
+    def _allowed(self, spec: Spec) -> bool:
+        return not (self.rules.hold_out and held_out_pairs(spec.modality, spec.attributes)) and not (
+            self.rules.avoid and media_key(spec) in self.rules.avoid)
+
+    def _upload_turn(self, kind: str, inputs: tuple[Spec, ...], prompt: str, gpt: str,
+                     outputs: tuple[Spec, ...] = ()) -> Turn:
+        tokens = "\n".join(MEDIA_TOKENS[s.modality] for s in inputs)
+        return Turn(kind, f"{tokens}\n{prompt}", gpt, inputs=inputs, outputs=outputs)
+
+    def upload_change(self, modality: str, last: Spec | None) -> Turn:
+        """An upload and an edit of one of its words in the same turn: "<audio>\nSame but higher."."""
+        uploads = self.book.uploads
+        while True:
+            spec = self._like(modality, unlike=last)
+            attribute = _pick(self.rng, list(ATTRIBUTES[modality]))
+            choices = [(w, spec.edited(attribute, w)) for w in ATTRIBUTES[modality][attribute]
+                       if w != getattr(spec, attribute)]
+            choices = [(w, new) for w, new in choices if self._allowed(new)]
+            if choices:
+                break
+        value, new = _pick(self.rng, choices)
+        prompts = uploads.edits[attribute][value]
+        if attribute == "direction" and value == P.OPPOSITE_DIRECTIONS[spec.direction]:
+            prompts = prompts + uploads.reverse
+        return self._upload_turn("upload_edit", (spec,), _pick(self.rng, prompts),
+                                 _answer(new, self.rng, P.EDIT_ANSWERS), (new,))
+
+    def upload_animate(self, modality: str, last: Spec | None) -> Turn:
+        """An uploaded image -> a video of the same coloured shape moving the asked way."""
+        image = self._like("image", unlike=last)
+        shape = {"colour": image.colour, "shape": image.shape}
+        directions = [d for d in DIRECTIONS
+                      if not (self.rules.hold_out and held_out_pairs("video", {**shape, "direction": d}))]
+        direction = _pick(self.rng, directions)
+        video = self._like("video", {**shape, "direction": direction})
+        prompt = _pick(self.rng, self.book.uploads.animate).format(value=direction)
+        return self._upload_turn("upload_animate", (image,), prompt, _answer(video, self.rng, P.T2M_ANSWERS), (video,))
+
+    def upload_still(self, modality: str, last: Spec | None) -> Turn:
+        """An uploaded video -> a still image of its coloured shape."""
+        video = self._like("video", unlike=last)
+        image = self._like("image", {"colour": video.colour, "shape": video.shape})
+        return self._upload_turn("upload_still", (video,), _pick(self.rng, self.book.uploads.still),
+                                 _answer(image, self.rng, P.T2M_ANSWERS), (image,))
+
+    def upload_check(self, modality: str, last: Spec | None) -> Turn:
+        """A yes/no question about one word of an upload: "<audio>\nIs this higher than a middle tone?"."""
+        spec = self._like(modality, unlike=last)
+        attribute = _pick(self.rng, list(ATTRIBUTES[modality]))
+        truth = getattr(spec, attribute)
+        asked = truth if self.rng.random() < 0.5 else _pick(self.rng, [w for w in ATTRIBUTES[modality][attribute]
+                                                                        if w != truth])
+        verdict = "yes" if asked == truth else "no"
+        prompt = _pick(self.rng, self.book.uploads.checks[attribute][asked])
+        gpt = _pick(self.rng, P.CHECK_ANSWERS[verdict]).format(caption=spec.caption)
+        return self._upload_turn("upload_check", (spec,), prompt, gpt)
+
+    def upload_pair(self, modality: str, last: Spec | None) -> Turn:
+        """Two uploads of one modality and a question about both: "<image>\n<image>\nWhich one is red?"."""
+        first = self._like(modality, unlike=last)
+        attribute = _pick(self.rng, list(ATTRIBUTES[modality]))
+        word = getattr(first, attribute)
+        others = [w for w in ATTRIBUTES[modality][attribute] if w != word]
+        one, many = P.MEDIA_NOUNS[modality]
+        if self.rng.random() < 0.5:  # which of the two has the word (they differ in it)
+            second = self._like(modality, {attribute: _pick(self.rng, others)})
+            asked = _pick(self.rng, (word, getattr(second, attribute)))
+            verdict = "first" if asked == word else "second"
+            prompt = _pick(self.rng, self.book.uploads.which[attribute][asked])
+        else:  # do the two share the word
+            second = self._like(modality, {attribute: word if self.rng.random() < 0.5 else _pick(self.rng, others)})
+            verdict = "yes" if getattr(second, attribute) == word else "no"
+            prompt = _pick(self.rng, self.book.uploads.same[attribute])
+        gpt = P.PAIR_ANSWER.format(verdict=P.PAIR_VERDICTS[verdict], first=first.caption, second=second.caption)
+        return self._upload_turn("upload_pair", (first, second), prompt.format(one=one, noun=many), gpt)
+
+    def fresh_request(self, modality: str, last: Spec | None) -> Turn:
+        """A request for a new item that differs from the latest earlier one in every word they share."""
+        spec = self._like(modality, unlike=last)
+        return Turn("request", _request(spec, self.rng, self.book), _answer(spec, self.rng, P.T2M_ANSWERS),
+                    outputs=(spec,))
 
 
 # what may follow an item of each modality (repeats weight the draw); a dialogue opens with upload/request
@@ -363,20 +483,55 @@ _FOLLOW_UPS: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Task:
+    """A row of task records: what the last turn of each record of the row is."""
+    name: str              # the row's name: the record's "task" key and the eval's row
+    kind: str              # the last turn's kind (`Turn.kind`)
+    modality: str | None   # the modality of the upload(s); None: drawn per record
+
+
+# The task rows, in the order records cycle through them (record i is of row i % len(TASKS)), so the first k records
+# of each row are among the first k * len(TASKS) task records.
+TASKS: tuple[Task, ...] = (
+    Task("edit image", "upload_edit", "image"),
+    Task("edit audio", "upload_edit", "audio"),
+    Task("edit video", "upload_edit", "video"),
+    Task("image -> video", "upload_animate", "image"),
+    Task("video -> image", "upload_still", "video"),
+    Task("ask about an upload", "upload_check", None),
+    Task("two uploads", "upload_pair", None),
+    Task("request after another item", "request", None),
+)
+TASK_SIZES = {"train": 500, "val": 50, "test": 100}  # records per task row of the standard world
+_TASK_TURNS: dict[str, Callable[..., Turn]] = {
+    "upload_edit": _Dialogues.upload_change, "upload_animate": _Dialogues.upload_animate,
+    "upload_still": _Dialogues.upload_still, "upload_check": _Dialogues.upload_check,
+    "upload_pair": _Dialogues.upload_pair, "request": _Dialogues.fresh_request,
+}
+
+
+def sample_task(rng: np.random.Generator, task: Task, n_frames: int = 8, rules: SplitRules = TRAIN_RULES) -> list[Turn]:
+    """The turns of one record of task row `task` under `rules` (the task's turn last)."""
+    return _Dialogues(rng, rules, n_frames).task(task)
+
+
 def sample_dialogue(rng: np.random.Generator, n_frames: int = 8, rules: SplitRules = TRAIN_RULES) -> list[Turn]:
     """A 2-5 turn dialogue under `rules`; edits/questions/switches always refer to the most recent item."""
     return _Dialogues(rng, rules, n_frames).dialogue()
 
 
-def mosit_record(turns: Sequence[Turn], save: Callable[[Spec], str]) -> dict:
-    """Official MosIT layout; `save(spec)` writes an item and returns its path."""
+def mosit_record(turns: Sequence[Turn], save: Callable[[Spec], str], task: str | None = None) -> dict:
+    """Official MosIT layout; `save(spec)` writes an item and returns its path. A task record also names its
+    row (`"task": "edit image"`), a key the official format does not have and readers of it ignore."""
     lists: dict[str, list[dict[str, str]]] = {m: [] for m in ("image", "video", "audio")}  # official key order
     conversation: list[dict[str, str]] = []
     for turn in turns:
         for spec in turn.inputs + turn.outputs:  # token order: human turn first, then gpt
             lists[spec.modality].append({f"{spec.modality}_name": save(spec), "caption": spec.caption})
         conversation += _turns(turn.human, turn.gpt)
-    return {**{f"{m}_list": items for m, items in lists.items()}, "conversation": conversation}
+    record = {**{f"{m}_list": items for m, items in lists.items()}, "conversation": conversation}
+    return record if task is None else {**record, "task": task}
 
 
 # ---------------------------------------------------------------- splits
@@ -400,10 +555,11 @@ class _Numberer:
 
 
 def _sample(split: str, n: int, seed: int, n_dialogues: int, n_frames: int, rules: SplitRules,
-            save: Callable[[Spec], str]) -> dict[str, list[dict]]:
-    """The records of one split; `save(spec)` numbers (and maybe writes) each item and returns its path."""
+            save: Callable[[Spec], str], n_tasks: int = 0) -> dict[str, list[dict]]:
+    """The records of one split; `save(spec)` numbers (and maybe writes) each item and returns its path.
+    mosit holds the `n_dialogues` random dialogues, then `n_tasks` records per task row (`TASKS`, cycled)."""
     base = split_seed(seed, split)
-    rngs = {stream: np.random.default_rng([base, k]) for k, stream in enumerate((*MODALITIES, "mosit"))}
+    rngs = {stream: np.random.default_rng([base, k]) for k, stream in enumerate((*MODALITIES, "mosit", "tasks"))}
     records: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     for m in MODALITIES:
         rng = rngs[m]
@@ -417,39 +573,49 @@ def _sample(split: str, n: int, seed: int, n_dialogues: int, n_frames: int, rule
     dialogues = _Dialogues(rngs["mosit"], rules, n_frames)
     for _ in range(n_dialogues):
         records["mosit"].append(mosit_record(dialogues.dialogue(), save))
+    tasks = _Dialogues(rngs["tasks"], rules, n_frames)
+    for i in range(n_tasks * len(TASKS)):
+        task = TASKS[i % len(TASKS)]
+        records["mosit"].append(mosit_record(tasks.task(task), save, task.name))
     return records
 
 
 def split_rules(split: str, seed: int, n_train: int | None = None, n_frames: int = 8,
-                train_dialogues: int | None = None) -> SplitRules:
+                train_dialogues: int | None = None, train_tasks: int | None = None) -> SplitRules:
     """The rules of `split`; test's avoid every medium of the train split of the same seed (`n_train` items per
-    modality, default the standard size, and `train_dialogues` dialogues, default as many)."""
+    modality, default the standard size, `train_dialogues` dialogues, default as many, and `train_tasks` task
+    records per row, default the standard number)."""
     if split != "test":
         return TRAIN_RULES
     n_train = SPLIT_SIZES["train"] if n_train is None else n_train
+    train_tasks = TASK_SIZES["train"] if train_tasks is None else train_tasks
     train = _Numberer()
-    for rules in (TRAIN_RULES, SplitRules(hold_out=False)):  # this world's train split, and version 1's
+    # this world's train split, and version 1's (its items and random dialogues, drawn as now without holding
+    # combinations out)
+    for rules in (TRAIN_RULES, SplitRules(hold_out=False)):
         _sample("train", n_train, seed, n_train if train_dialogues is None else train_dialogues, n_frames, rules,
-                train.save)
+                train.save, train_tasks)
     return SplitRules(book=P.TEST_BOOK, hold_out=False, avoid=frozenset(map(media_key, train.specs)))
 
 
 def make_split(out_dir: str | Path, split: str, n: int, seed: int, n_dialogues: int | None = None,
                n_frames: int = 8, workers: int = 4, n_train: int | None = None,
-               train_dialogues: int | None = None) -> dict[str, int]:
-    """Write `n` items per modality (+ `n_dialogues`, default n, MosIT dialogues) to out_dir/split.
+               train_dialogues: int | None = None, n_tasks: int = 0, train_tasks: int | None = None) -> dict[str, int]:
+    """Write `n` items per modality (+ `n_dialogues`, default n, MosIT dialogues, + `n_tasks` MosIT task records
+    per row of `TASKS`) to out_dir/split.
 
     Each item yields one comprehension, one generation and one T2M record sharing its media file. The split's
     `split_rules` decide its phrasings and held-out combinations; the test split avoids the media of a train
-    split of `n_train` items and `train_dialogues` dialogues (default the standard size). Returns the number of
-    records per kind.
+    split of `n_train` items, `train_dialogues` dialogues and `train_tasks` task records per row (default the
+    standard size). Returns the number of records per kind.
     """
     root = Path(out_dir) / split
     n_train = SPLIT_SIZES["train"] if n_train is None else n_train
-    rules = split_rules(split, seed, n_train, n_frames, train_dialogues)
+    rules = split_rules(split, seed, n_train, n_frames, train_dialogues, train_tasks)
     with ThreadPoolExecutor(workers) as pool:
         writer = MediaWriter(root, pool)
-        records = _sample(split, n, seed, n if n_dialogues is None else n_dialogues, n_frames, rules, writer.save)
+        records = _sample(split, n, seed, n if n_dialogues is None else n_dialogues, n_frames, rules, writer.save,
+                          n_tasks)
         writer.finish(desc=f"{split} media")
     for kind, recs in records.items():
         (root / f"{kind}.json").write_text(json.dumps(recs, indent=1))
@@ -457,6 +623,7 @@ def make_split(out_dir: str | Path, split: str, n: int, seed: int, n_dialogues: 
             "version": WORLD_VERSION, "phrasings": "test-only" if rules.book is P.TEST_BOOK else "train",
             "held_out_pairs": {"x".join(k): [" ".join(p) for p in v] for k, v in HELD_OUT_PAIRS.items()},
             "held_out_in_split": not rules.hold_out, "avoids_train_media": n_train if split == "test" else None,
+            "tasks": {task.name: n_tasks for task in TASKS},
             "attributes": ATTRIBUTES, "captions": CAPTION_TEMPLATES, "media_files": writer.counts}
     (root / "meta.json").write_text(json.dumps(meta, indent=1))
     counts = {kind: len(recs) for kind, recs in records.items()}
@@ -472,7 +639,8 @@ def split_ready(out_dir: str | Path, split: str) -> bool:
 
 def ensure_split(out_dir: str | Path, split: str, seed: int = 0, n: int | None = None,
                  workers: int = 2) -> Path:
-    """out_dir/split, written first if missing: the standard world (`SPLIT_SIZES`, one dialogue per item).
+    """out_dir/split, written first if missing: the standard world (`SPLIT_SIZES`, one dialogue per item,
+    `TASK_SIZES` task records per row), or with `n`: n items, n dialogues and n task records per row.
 
     Deterministic from `seed`, so a split made here is byte for byte the one `main` writes; the val or
     test split takes seconds. Returns the split's folder.
@@ -482,7 +650,8 @@ def ensure_split(out_dir: str | Path, split: str, seed: int = 0, n: int | None =
     if not split_ready(out_dir, split):
         size = SPLIT_SIZES[split] if n is None else n
         logger.info("no %s split in %s: writing it (%d items per modality)", split, out_dir, size)
-        make_split(out_dir, split, size, seed, n_dialogues=size, workers=workers)
+        tasks = TASK_SIZES[split] if n is None else n
+        make_split(out_dir, split, size, seed, n_dialogues=size, workers=workers, n_tasks=tasks)
     return Path(out_dir) / split
 
 
@@ -500,6 +669,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for split, default in SPLIT_SIZES.items():
         parser.add_argument(f"--{split}", type=int, default=default, help=f"{split} items per modality")
     parser.add_argument("--dialogues", type=float, default=1.0, help="MosIT dialogues per item (ratio)")
+    for split, default in TASK_SIZES.items():
+        parser.add_argument(f"--{split}-tasks", type=int, default=default,
+                            help=f"{split} MosIT task records per task row ({len(TASKS)} rows)")
     parser.add_argument("--frames", type=int, default=8, help="video frames per clip (8-16)")
     parser.add_argument("--workers", type=int, default=4, help="threads writing media files")
     args = parser.parse_args(argv)
@@ -507,8 +679,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for split in SPLITS:
         n = getattr(args, split)
         make_split(args.out, split, n, args.seed, n_dialogues=round(n * args.dialogues), n_train=args.train,
-                   train_dialogues=round(args.train * args.dialogues),
-                   n_frames=args.frames, workers=args.workers)
+                   train_dialogues=round(args.train * args.dialogues), n_tasks=getattr(args, f"{split}_tasks"),
+                   train_tasks=args.train_tasks, n_frames=args.frames, workers=args.workers)
 
 
 if __name__ == "__main__":
