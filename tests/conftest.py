@@ -26,12 +26,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_world(root: Path, splits: tuple[str, ...], n: int, n_dialogues: int) -> Path:
-    """A small world at `root`: `n` items per modality and `n_dialogues` dialogues in each split (seed 0)."""
+def make_world(root: Path, splits: tuple[str, ...], n: int, n_dialogues: int, n_tasks: int = 0) -> Path:
+    """A small world at `root`: `n` items per modality, `n_dialogues` dialogues and `n_tasks` task records per task
+    row in each split (seed 0)."""
     from nextgpt.world.records import make_split
 
     for split in splits:
-        make_split(root, split, n=n, seed=0, n_dialogues=n_dialogues, workers=2)
+        make_split(root, split, n=n, seed=0, n_dialogues=n_dialogues, workers=2, n_tasks=n_tasks)
     return root
 
 

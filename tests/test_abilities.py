@@ -63,6 +63,12 @@ def not_asks() -> list[str]:
     out += [p for values in book.edits.values() for prompts in values.values() for p in prompts]
     out += [q for questions in book.questions.values() for q in questions]
     out += [t.format(value="down") for t in book.animate + book.upload_edits] + list(book.still)
+    u = book.uploads  # requests about uploaded media
+    out += [p for table in (u.edits, u.checks) for values in table.values() for prompts in values.values() for p in prompts]
+    out += [p.format(one="sound", noun="sounds") for values in u.which.values() for prompts in values.values()
+            for p in prompts]
+    out += [p.format(one="clip", noun="clips") for prompts in u.same.values() for p in prompts]
+    out += [t.format(value="down") for t in u.animate] + list(u.still + u.reverse)
     out += [human for human, _ in book.chat] + [q for q, _ in GENERAL_QUESTIONS] + general_chat.questions()
     out += list(NOT_ASKS_EXTRA)
     about_the_model = {"What are you able to do?", "What can you do?", "What colours do you know?"}

@@ -25,6 +25,7 @@ from nextgpt.eval.metrics import (attribute_accuracy, attribute_chance, bleu4, c
                                   mean_cosine, rate, rate_of)
 from nextgpt.eval.report import write_report
 from nextgpt.tiny import tiny_decoders
+from nextgpt.world.judge import parse_caption
 
 VIDEO_WORDS = ("video", "clip", "animat", "moving", "move ", "film", "watch")
 AUDIO_WORDS = ("hear", "play", "sound", "audio", "tone", "beep", "buzz", "pitch", "synthesize", "record")
@@ -71,7 +72,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return make_world(tmp_path_factory.mktemp("world"), ("test",), n=2, n_dialogues=3)
+    return make_world(tmp_path_factory.mktemp("world"), ("test",), n=2, n_dialogues=3, n_tasks=1)
 
 
 # ---- metric helpers ---------------------------------------------------------------------------------
@@ -172,6 +173,13 @@ def test_turn_kinds():
     assert turn_kind(user("can u make it purple")) == "edit" and turn_kind(user("what color is it")) == "question"
     upload = lambda text: {"role": "user", "content": [{"type": "image", "path": "x.png"}, {"type": "text", "text": text}]}  # noqa: E731
     assert turn_kind(upload("Make it purple.")) == "upload_edit" and turn_kind(upload("What's this?")) == "upload"
+    assert turn_kind(upload("Same but higher.")) == "upload_edit" and turn_kind(upload("reverse it")) == "upload_edit"
+    assert turn_kind(upload("Make it move left.")) == "upload_animate"
+    assert turn_kind(upload("Show me the shape from this clip.")) == "upload_still"
+    assert turn_kind(upload("Is this higher than a middle tone?")) == "upload_check"
+    two = {"role": "user", "content": [{"type": "image", "path": "x.png"}, {"type": "image", "path": "y.png"},
+                                       {"type": "text", "text": "Which of these two pictures is red?"}]}
+    assert turn_kind(two) == "upload_pair"
 
 
 def test_small_talk_turns_are_judged_on_what_they_say():
@@ -239,6 +247,9 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
     assert data["generation"]["rows"]["text"]["base_keyword_right"]["k"] == 1
     assert data["dialogue"]["n"] == 2
     assert data["editing"]["n"] <= 2 and "reference" in data["editing"]["history"]
+    tasks = data["tasks"]["rows"]  # one record per task row, each judged (the oracle's replies decide how)
+    assert len(tasks) == 8 and all(r["n"] == 1 and is_rate(r["right"], 1) for r in tasks.values())
+    assert "| edit image | 1 | " in (out / "report.md").read_text()
     md = (out / "report.md").read_text()
     assert "BLEU-4" in md and "confusion" in md and "Multi-turn" in md and "Wilson" in md and "chance %" in md
     r = data["generation"]["rows"]["image"]["attributes"]["all"]
@@ -355,3 +366,115 @@ def test_bench_on_a_text_only_checkpoint(tiny_model, tmp_path):
     assert m["conversation_s"]["skipped"] and m["speedup"]["value"] is None
     verdicts = {t["key"]: t["verdict"] for t in result["targets"]}
     assert verdicts["image_s"].startswith("not measured:")
+
+
+# ---- 6. requests about uploaded media ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def task_world(tmp_path_factory):
+    """A test split with 2 task records per row (and one item, one dialogue)."""
+    from nextgpt.world.records import make_split
+
+    root = tmp_path_factory.mktemp("tasks")
+    make_split(root, "test", n=1, seed=0, n_dialogues=1, n_tasks=2, workers=2)
+    return root
+
+
+def _render(caption: str, modality: str, seed: int) -> np.ndarray:
+    """A fresh world item with the words of `caption` (new size, place, pitch, path)."""
+    from nextgpt.world.vocab import sample_spec
+
+    spec = sample_spec(modality, np.random.default_rng(seed))
+    for attribute, word in parse_caption(caption, modality).items():
+        spec = spec.edited(attribute, word)
+    return spec.render()
+
+
+_FLIP = {"Yes": "No", "No": "Yes", "first": "second", "second": "first"}
+
+
+class _Scripted:
+    """Stands in for the eval's runner: answers each task turn from its record, rightly or in a wrong way that
+    models a failure seen in the shipped nano (an upload returned unchanged, an earlier item's words carried over,
+    the wrong colour after a conversion, the opposite verdict)."""
+
+    def __init__(self, records: dict[int, list], right: bool) -> None:
+        self.records, self.right = records, right
+
+    def chat(self, messages, seed):
+        from nextgpt.eval.evaluate import _media_parts, _text
+        from nextgpt.model import Reply
+
+        full = next(m for m in self.records.values() if m[: len(messages)] == list(messages))
+        reference, user = full[len(messages)], messages[-1]
+        text = _text(reference)
+        expected = _media_parts(reference)
+        if not expected:  # a question about the uploads: the reference verdict, or the other one
+            return Reply(text=text if self.right else re.sub(r"\b(Yes|No|first|second)\b",
+                                                              lambda w: _FLIP[w.group(1)], text, count=1))
+        (target,) = expected
+        caption, modality = target["caption"], target["type"]
+        if not self.right:
+            uploads, earlier = _media_parts(user), [p for m in messages[:-1] for p in _media_parts(m)]
+            if uploads and uploads[0]["type"] == modality:  # the upload returned unchanged
+                caption = uploads[0]["caption"]
+            elif not uploads:  # the earlier item's words carried over into the new one
+                words = parse_caption(caption, modality)
+                words.update({k: v for k, v in parse_caption(earlier[-1]["caption"], earlier[-1]["type"]).items()
+                              if v and k in words})
+                caption = " ".join(words.values())
+            else:  # a conversion in the wrong colour
+                words = parse_caption(caption, modality)
+                words["colour"] = next(c for c in ("red", "blue") if c != words["colour"])
+                caption = " ".join(words.values())
+        return Reply(text=text, media={Modality(modality): [_render(caption, modality, seed)]})
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_task_rows_judge_right_and_wrong_replies(task_world, right):
+    from nextgpt.eval.evaluate import _mosit, plan_tasks, run_tasks
+    from nextgpt.eval.report import _tasks_section
+    from nextgpt.world.records import TASKS
+
+    cfg = EvalConfig(data_dir=task_world, split="test", limit=2, progress=False)
+    model = SimpleNamespace(can_encode=True, can_generate=set(Modality))
+    plan = plan_tasks(model, cfg)
+    records = {d: messages for d, _, messages in _mosit(cfg, tasks=True)[0]}
+    items: list[dict] = []
+    out = run_tasks(_Scripted(records, right), plan, items)
+    assert list(out["rows"]) == [t.name for t in TASKS] and len(items) == 2 * len(TASKS)
+    for name, row in out["rows"].items():
+        assert row["n"] == 2 and row["right"]["k"] == (2 if right else 0), (name, [i for i in items if i["row"] == name])
+        assert 0 < row["right"]["chance"] < 1
+    edits = out["rows"]["edit video"]
+    assert edits["edited"]["k"] == (2 if right else 0) and edits["kept"]["k"] == 2  # unchanged: kept, not edited
+    carried = out["rows"]["request after another item"]["carried_over"]
+    assert carried["n"] == 2 and carried["k"] == (0 if right else 2)
+    section = "\n".join(_tasks_section(out))
+    assert "| edit audio | 2 | " + ("100.0" if right else "0.0") in section and "two uploads" in section
+
+
+def test_answers_about_uploads_are_judged_on_the_uploads_attributes():
+    from nextgpt.eval.evaluate import judge_answer
+    from nextgpt.model import Reply
+
+    def user(text, *captions):
+        kinds = {"a red circle": "image", "a blue circle": "image", "a high steady tone": "audio",
+                 "a low steady tone": "audio"}
+        return {"role": "user", "content": [{"type": kinds[c], "path": "x", "caption": c} for c in captions]
+                + [{"type": "text", "text": text}]}
+
+    pair = user("Which of these two pictures is red?", "a blue circle", "a red circle")
+    assert judge_answer(pair, Reply(text="The second one. The first is a blue circle, the second is a red circle."))[0]
+    assert not judge_answer(pair, Reply(text="The first one."))[0]
+    assert not judge_answer(pair, Reply(text="It is a red circle."))[0]  # no verdict
+    # the verdict follows the uploads, whatever the question's words suggest
+    swapped = user("Which of these two pictures is red?", "a red circle", "a blue circle")
+    assert judge_answer(swapped, Reply(text="The first one."))[0]
+    check = user("Is this higher than a middle tone?", "a low steady tone")
+    assert judge_answer(check, Reply(text="No, it is a low steady tone."))[0]
+    assert not judge_answer(check, Reply(text="Yes, it is high."))[0]
+    same = user("same pitch?", "a low steady tone", "a high steady tone")
+    assert judge_answer(same, Reply(text="No."))[0] and not judge_answer(same, Reply(text="Yes, both."))[0]
+    # a right verdict with media attached is wrong: the question asks for text
+    image = np.full((64, 64, 3), 255, np.uint8)
+    assert not judge_answer(check, Reply(text="No.", media={Modality.IMAGE: [image]}))[0]

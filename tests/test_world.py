@@ -17,6 +17,7 @@ from nextgpt.world import (ATTRIBUTES, CAPTION_TEMPLATES, JUDGES, KINDS, MEDIA_T
                            SPLITS, encode_videos, judge_audio, judge_image, judge_video, load_records, make_split,
                            parse_caption, random_edit, read_media, sample_dialogue, sample_spec, write_media)
 from nextgpt.world import prompts as P
+from nextgpt.world.records import TASKS
 from nextgpt.world.records import main as records_main
 from nextgpt.world.vocab import PITCH_RANGES, SHAPES
 
@@ -345,12 +346,12 @@ def test_file_round_trips_keep_judge_answers(tmp_path):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world")
-    make_split(out, "train", n=8, seed=0, n_dialogues=30)
+    make_split(out, "train", n=8, seed=0, n_dialogues=30, n_tasks=2)
     return out
 
 
 def test_make_split_is_deterministic(world, tmp_path):
-    make_split(tmp_path, "train", n=8, seed=0, n_dialogues=30, workers=2)
+    make_split(tmp_path, "train", n=8, seed=0, n_dialogues=30, workers=2, n_tasks=2)
     files = sorted(p.relative_to(world) for p in world.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     assert all((world / f).read_bytes() == (tmp_path / f).read_bytes() for f in files)
@@ -398,10 +399,17 @@ def test_generation_and_t2m_records(world, kind):
 def test_mosit_records(world):
     edit_prompts = {p for by_value in P.EDIT_PROMPTS.values() for ps in by_value.values() for p in ps}
     n_edits = 0
-    for rec in load_records(world, "train", "mosit"):
-        assert list(rec) == ["image_list", "video_list", "audio_list", "conversation"]
+    records = load_records(world, "train", "mosit")
+    assert len(records) == 30 + 2 * len(TASKS) and not any("task" in r for r in records[:30])
+    for rec in records:
         turns = rec["conversation"]
-        assert 4 <= len(turns) <= 10 and [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
+        if "task" in rec:  # task records: 1-3 turns, see test_task_records
+            assert list(rec) == ["image_list", "video_list", "audio_list", "conversation", "task"]
+            assert 2 <= len(turns) <= 6
+        else:
+            assert list(rec) == ["image_list", "video_list", "audio_list", "conversation"]
+            assert 4 <= len(turns) <= 10
+        assert [t["from"] for t in turns] == ["human", "gpt"] * (len(turns) // 2)
         for modality in MODALITIES:
             items = rec[f"{modality}_list"]
             tokens = sum(t["value"].count(MEDIA_TOKENS[modality]) for t in turns)
@@ -427,6 +435,48 @@ def test_mosit_records(world):
                     last = (modality, item["caption"])
             prev_human = t["value"]
     assert n_edits > 5
+
+
+def test_task_records(world):
+    """Every task row is there, its last turn is its kind, and each item's file shows its caption to the judges:
+    an edited upload differs from it in exactly one word, a conversion keeps the colour and shape, an answer's
+    verdict is the one the uploads' attributes give, and the task's items differ from the latest earlier item in
+    every word they could share."""
+    from types import SimpleNamespace
+
+    from nextgpt.config import Modality
+    from nextgpt.eval.evaluate import judge_answer, turn_kind
+    from nextgpt.world.messages import record_to_messages
+
+    tasks = [r for r in load_records(world, "train", "mosit") if "task" in r]
+    assert [r["task"] for r in tasks] == [t.name for t in TASKS] * 2
+    kinds = {t.name: t.kind for t in TASKS}
+    for rec in tasks:
+        messages = record_to_messages(rec, world / "train")
+        user, answer = messages[-2:]
+        assert turn_kind(user) == kinds[rec["task"]]
+        for part in (p for m in messages for p in m["content"] if p["type"] != "text"):
+            assert _judge(part["type"], read_media(part["path"])) == parse_caption(part["caption"], part["type"])
+        uploads = [p for p in user["content"] if p["type"] != "text"]
+        made = [p for p in answer["content"] if p["type"] != "text"]
+        earlier = [p for m in messages[:-2] for p in m["content"] if p["type"] != "text"]
+        words = lambda p: parse_caption(p["caption"], p["type"])  # noqa: E731
+        if kinds[rec["task"]] in ("upload_check", "upload_pair"):
+            assert not made and len(uploads) == (2 if kinds[rec["task"]] == "upload_pair" else 1)
+            reply = SimpleNamespace(text=answer["content"][0]["text"], media={m: [] for m in Modality})
+            assert judge_answer(user, reply)[0]
+        elif kinds[rec["task"]] == "upload_edit":
+            (old,), (new,) = uploads, made
+            assert old["type"] == new["type"] and sum(words(old)[k] != v for k, v in words(new).items()) == 1
+        elif kinds[rec["task"]] in ("upload_animate", "upload_still"):
+            (old,), (new,) = uploads, made
+            assert {old["type"], new["type"]} == {"image", "video"}
+            assert all(words(old)[k] == words(new)[k] for k in ("colour", "shape"))
+        else:
+            assert not uploads and len(made) == 1 and earlier
+        if earlier:
+            before, first = words(earlier[-1]), words((uploads or made)[0])
+            assert all(before[k] != v for k, v in first.items() if k in before)
 
 
 def test_dialogues_are_varied_and_consistent():
@@ -466,7 +516,7 @@ def test_ensure_split_writes_the_standard_split_once(tmp_path):
     from nextgpt.world.records import ensure_split
 
     root = ensure_split(tmp_path / "a", "test", n=3)
-    make_split(tmp_path / "b", "test", n=3, seed=0, n_dialogues=3, workers=2)
+    make_split(tmp_path / "b", "test", n=3, seed=0, n_dialogues=3, workers=2, n_tasks=3)
     files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
     assert files and files == sorted(p.relative_to(tmp_path / "b" / "test") for p in (tmp_path / "b" / "test").rglob("*")
                                      if p.is_file())
@@ -480,11 +530,12 @@ def test_ensure_split_writes_the_standard_split_once(tmp_path):
 
 def test_cli_writes_disjoint_splits(tmp_path):
     records_main(["--out", str(tmp_path), "--seed", "1", "--train", "3", "--val", "2", "--test", "2",
-                  "--dialogues", "0.5", "--workers", "2"])
+                  "--dialogues", "0.5", "--workers", "2", "--train-tasks", "1", "--val-tasks", "0", "--test-tasks", "1"])
     seen = {}
-    for split, n in zip(SPLITS, (3, 2, 2)):
+    for split, n, tasks in zip(SPLITS, (3, 2, 2), (1, 0, 1)):
         for kind in KINDS:
-            assert len(load_records(tmp_path, split, kind)) == (round(n * 0.5) if kind == "mosit" else 3 * n)
+            want = round(n * 0.5) + tasks * len(TASKS) if kind == "mosit" else 3 * n
+            assert len(load_records(tmp_path, split, kind)) == want
         seen[split] = (tmp_path / split / "images" / "000000.png").read_bytes()
     assert len(set(seen.values())) == 3  # different seeds per split
     with pytest.raises(ValueError):

@@ -212,7 +212,8 @@ TEST_CHAT: tuple[tuple[str, str], ...] = (
 
 # ---------------------------------------------------------------- requests about uploaded media
 # What people try with an upload, phrased per split: the train tables first, then the TEST_ ones, none of which is a
-# train phrasing of any kind (lower-cased, without punctuation, values masked; tests/test_heldout.py checks). Each
+# train phrasing of any kind (lower-cased, without punctuation, values masked; tests/test_heldout.py checks) except
+# TEST_UPLOAD_EDITS' "Make it {value}.", which train has only as an edit of a generated item, never with an upload. Each
 # upload request is one turn: the media tokens, a newline, the request. {value} = the new or asked word; {noun} /
 # {one} = the plural / singular noun of the uploaded media (`MEDIA_NOUNS`).
 MEDIA_NOUNS: dict[str, tuple[str, str]] = {"image": ("picture", "pictures"), "audio": ("sound", "sounds"),
@@ -300,8 +301,8 @@ class UploadBook:
 _TEST_UPLOAD_GENERIC_EDITS: dict[str, tuple[str, ...]] = {
     "colour": ("Make it {value}.", "Can you make this {value}?", "make this one {value} pls", "I want it {value}.",
                "{value} please", "Could this be {value} instead?"),
-    "shape": ("Make it a {value}.", "can u make this a {value}", "I want a {value} instead.", "Redraw this as a {value}.",
-              "make that a {value} pls"),
+    "shape": ("Could you make it a {value}?", "can u make this a {value}", "I want a {value} instead.",
+              "Redraw this as a {value}.", "make that a {value} pls"),
     "direction": ("can u make this go {value}", "I want it heading {value}.", "Move it {value} instead.",
                   "Have it go {value} now.", "make that go {value} pls"),
 }
