@@ -125,7 +125,7 @@ def ability_tables(r: dict) -> list[tuple[str, list[Row]]]:
     questions = [("this model", gen["text"]["keyword_right"], None, "")]
     if gen["text"].get("base_keyword_right"):
         questions.append(("base SmolLM2, same questions, same run", gen["text"]["base_keyword_right"], None, ""))
-    return [
+    tables = [
         ("Reading media (X -> text): every attribute word of the reply right", reading),
         ("Choosing the output (modality switching): exactly the asked-for modality, or none", switching),
         ("Generating media (text -> X): the produced item's attributes, read back by the judges", generating),
@@ -133,6 +133,19 @@ def ability_tables(r: dict) -> list[tuple[str, list[Row]]]:
         ("2-5 turn dialogues, on the model's own earlier replies", dialogues),
         ("General questions (none a training question): the reply names the answer's keyword", questions),
     ]
+    tasks = {name: row for name, row in r.get("tasks", {}).get("rows", {}).items() if row["n"]}
+    if tasks:  # a report of a world with task records (version 3)
+        uploads = [(name, row["right"], _TASK_GOALS.get(name), ", ".join(f"{m} {v['k']}/{v['n']}" for m, v in
+                                                                        row["by_modality"].items()))
+                   for name, row in tasks.items()]
+        tables.insert(4, ("Requests about uploaded media: the last turn of a task record, judged on the world's "
+                          "attributes", uploads))
+    return tables
+
+
+# the targets of the task rows (the nano v2 issue: edits of uploads and conversions >= 80 %)
+_TASK_GOALS = {"edit image": 0.80, "edit audio": 0.80, "edit video": 0.80, "image -> video": 0.80,
+               "video -> image": 0.80}
 
 
 def _pct(x: float) -> str:
