@@ -385,12 +385,12 @@ class _Dialogues:
                     spec = spec.edited(attribute, words[attribute])
                 elif unlike is not None and getattr(unlike, attribute, None) == getattr(spec, attribute):
                     spec = spec.edited(attribute, _pick(self.rng, [w for w in choices if w != getattr(spec, attribute)]))
-            if not (self.rules.hold_out and held_out_pairs(modality, spec.attributes)) and not (
-                    self.rules.avoid and media_key(spec) in self.rules.avoid):
+            if self._allowed(spec):
                 return spec
         raise ValueError(f"no {modality} item with {words} under these rules")
 
     def _allowed(self, spec: Spec) -> bool:
+        """Whether the rules let `spec` into the split (no held-out combination where held out, no avoided medium)."""
         return not (self.rules.hold_out and held_out_pairs(spec.modality, spec.attributes)) and not (
             self.rules.avoid and media_key(spec) in self.rules.avoid)
 
@@ -400,7 +400,8 @@ class _Dialogues:
         return Turn(kind, f"{tokens}\n{prompt}", gpt, inputs=inputs, outputs=outputs)
 
     def upload_change(self, modality: str, last: Spec | None) -> Turn:
-        """An upload and an edit of one of its words in the same turn: "<audio>\nSame but higher."."""
+        """An upload and an edit of any of its words in the same turn: "<audio>\nSame but higher." (kind
+        upload_edit, as `upload_edit`, which the random dialogues of a split with `book.upload_edits` draw)."""
         uploads = self.book.uploads
         while True:
             spec = self._like(modality, unlike=last)
