@@ -338,12 +338,12 @@ TEST_PAIR_WHICH: dict[str, dict[str, tuple[str, ...]]] = {
     "colour": {v: (f"Which of these two {{noun}} is {v}?", f"which one's {v}") for v in COLOURS},
     "shape": {v: (f"Which of these two {{noun}} is a {v}?", f"which one's a {v}") for v in SHAPES},
     "direction": {v: (f"Which of these two {{noun}} is heading {v}?", f"which one's going {v}") for v in DIRECTIONS},
-    "pitch": {"high": ("Which of these two {noun} sounds higher?", "which one's higher"),
-              "low": ("Which of these two {noun} sounds lower?", "which one's lower")},
+    "pitch": {"high": ("Which of these two {noun} is higher in pitch?", "which one's higher"),
+              "low": ("Which of these two {noun} is lower in pitch?", "which one's lower")},
     "rhythm": {"beeping": ("Which of these two {noun} pulses?", "which one's beeping"),
                "steady": ("Which of these two {noun} is constant?", "which one's steady")},
-    "sound": {"buzz": ("Which of these two {noun} sounds buzzy?", "which one's the buzz"),
-              "tone": ("Which of these two {noun} sounds pure?", "which one's the tone")},
+    "sound": {"buzz": ("Which of these two {noun} has a buzzy timbre?", "which one's the buzz"),
+              "tone": ("Which of these two {noun} has a pure timbre?", "which one's the tone")},
 }
 TEST_PAIR_SAME: dict[str, tuple[str, ...]] = {
     "colour": ("Are these two {noun} the same colour?", "same colour?"),
