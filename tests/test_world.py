@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -524,6 +525,10 @@ def test_ensure_split_writes_the_standard_split_once(tmp_path):
     stamp = (root / "meta.json").stat().st_mtime_ns
     ensure_split(tmp_path / "a", "test", n=3)  # present: left alone
     assert (root / "meta.json").stat().st_mtime_ns == stamp
+    meta = json.loads((root / "meta.json").read_text())
+    (root / "meta.json").write_text(json.dumps({**meta, "version": meta["version"] - 1}))
+    ensure_split(tmp_path / "a", "test", n=3)  # of an older world version: written again
+    assert json.loads((root / "meta.json").read_text()) == meta
     with pytest.raises(ValueError):
         ensure_split(tmp_path, "dev")
 

@@ -633,15 +633,18 @@ def make_split(out_dir: str | Path, split: str, n: int, seed: int, n_dialogues: 
 
 
 def split_ready(out_dir: str | Path, split: str) -> bool:
-    """Whether out_dir/split holds every record file (and so was written to the end)."""
+    """Whether out_dir/split holds every record file (and so was written to the end) of this world version."""
     root = Path(out_dir) / split
-    return (root / "meta.json").is_file() and all((root / f"{kind}.json").is_file() for kind in KINDS)
+    if not (root / "meta.json").is_file() or not all((root / f"{kind}.json").is_file() for kind in KINDS):
+        return False
+    return json.loads((root / "meta.json").read_text()).get("version") == WORLD_VERSION
 
 
 def ensure_split(out_dir: str | Path, split: str, seed: int = 0, n: int | None = None,
                  workers: int = 2) -> Path:
-    """out_dir/split, written first if missing: the standard world (`SPLIT_SIZES`, one dialogue per item,
-    `TASK_SIZES` task records per row), or with `n`: n items, n dialogues and n task records per row.
+    """out_dir/split, written first if missing or of another world version: the standard world (`SPLIT_SIZES`,
+    one dialogue per item, `TASK_SIZES` task records per row), or with `n`: n items, n dialogues and n task records
+    per row.
 
     Deterministic from `seed`, so a split made here is byte for byte the one `main` writes; the val or
     test split takes seconds. Returns the split's folder.
@@ -650,7 +653,8 @@ def ensure_split(out_dir: str | Path, split: str, seed: int = 0, n: int | None =
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not split_ready(out_dir, split):
         size = SPLIT_SIZES[split] if n is None else n
-        logger.info("no %s split in %s: writing it (%d items per modality)", split, out_dir, size)
+        logger.info("no %s split of world version %d in %s: writing it (%d items per modality)", split, WORLD_VERSION,
+                    out_dir, size)
         tasks = TASK_SIZES[split] if n is None else n
         make_split(out_dir, split, size, seed, n_dialogues=size, workers=workers, n_tasks=tasks)
     return Path(out_dir) / split
