@@ -134,6 +134,35 @@ def test_the_recipe_fits_the_budget_and_every_setting_reaches_its_trainer():
                                                                    for k in ("steps", "lr", "batch_size"))
 
 
+def test_every_step_builds_its_trainers_arguments_as_the_real_run_does():
+    """Each leaf's settings become the trainer's own arguments (nothing trained): a wrong name or type fails here."""
+    from nextgpt.config import Modality
+    from nextgpt.training.decoders import RECIPES, _settings
+    from nextgpt.training.encoder import EncoderTraining
+    from nextgpt.training.projectors import AlignArgs
+    from nextgpt.training.run_recipe import decoder_args
+    from nextgpt.training.stages import StageArgs
+
+    def drop(settings: dict, *keys: str) -> dict:
+        return {k: v for k, v in settings.items() if k not in keys}
+
+    for leaf in LEAVES:
+        s = leaf.settings
+        if leaf.runs == "decoders":
+            args, stop_after = decoder_args(leaf, RecipeRun(), threads=1)
+            assert stop_after == s.get("stop_after") and args.run_dir == Path("runs") / s["run_dir"]
+            if args.part != "eval":
+                part = _settings(args, RECIPES[Modality(args.modality)], args.part)
+                assert (part.steps, part.batch_size, part.lr) == (s["steps"], s["batch_size"], s["lr"])
+                assert all(getattr(part, k) == v for k, v in s["set"].items()), leaf.name
+        elif leaf.runs == "encoder":
+            assert EncoderTraining(**drop(s, "run_dir")).steps == s["steps"]
+        elif leaf.runs == "stage":
+            assert StageArgs(**drop(s, "run_dir", "stop_after")).stage == s["stage"]
+        elif leaf.runs == "align":
+            assert AlignArgs(**drop(s, "run_dir")).modality == s["modality"]
+
+
 def test_from_and_only_choose_steps(tmp_path):
     run = RecipeRun(runs=tmp_path)
     assert [s.name for s in chosen_steps(dataclasses.replace(run, start="stage3_1"))][:2] == ["stage3_1", "stage3_2"]
