@@ -129,7 +129,7 @@ NANO: tuple[Step, ...] = (
               {"steps": 683, "batch_size": 32, "audio_batch_size": 8, "single_clip": True, "lr": 1e-3,
                "weight_decay": 0.05, "warmup": 40, "max_minutes": None, "seed": 0, "save_every": 50,
                "log_every": 10, "eval_every": 150, "run_dir": "encoder"},
-              28.0, "estimate: 683 steps + test eval measured at 15.8 min on two threads, here on one",
+              28.0, "estimate: on one thread (on two: 15.8 measured, the test eval included)",
               note="683 steps: where the shipped run's 14-min time budget ended it; a step count, so that the "
                    "run does not depend on the machine's speed")),
         (_decoder("decoders_video_unet_2", "video", "unet", 6000, 8, 8e-4,

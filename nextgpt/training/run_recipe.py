@@ -325,7 +325,7 @@ def run_recipe(run: RecipeRun, progress: Progress = log.info) -> dict[str, Any]:
             progress(f"step {i}/{len(steps)} {step.name}: finished before, skipped")
             continue
         elapsed = time.perf_counter() - t0
-        remaining = sum(s.minutes for s in steps[i - 1:]) * 60
+        remaining = sum(s.minutes for s in steps[i - 1:] if not state.finished(s.name)) * 60
         pace = spent_actual / spent_expected if spent_expected else 1.0  # this machine against the plan
         progress(f"step {i}/{len(steps)} {step.name} (expected {step.minutes:.0f} min) | elapsed {_clock(elapsed)} | "
                  f"ETA {_clock(remaining * pace)}" + (" (smoke)" if run.smoke else ""))
