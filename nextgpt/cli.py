@@ -14,6 +14,9 @@
     bench     speed and memory on this CPU against the targets and the official demo's way -> --out/bench.json,
               bench.md; prints {"bench", "md", "targets", "speedup_vs_official"}. With --preset nextgpt-7b
               --random-weights --scale tiny|full: the 7B path with random weights (nextgpt/eval/bench7b.py)
+    train     a training recipe step by step (`--recipe nano`: the whole nano checkpoint from nothing, resumable;
+              nextgpt/training/recipe.py); progress on stderr; prints {"recipe", "state", "checkpoint", "ran",
+              "skipped", "seconds"}, with --list {"recipe", "steps", "minutes"}
     study     human evaluation studies (nextgpt/study/): `study prepare` generates every system's answers once
               (progress bar, resumable); `study raters` makes per-rater links; `study results` and
               `study export` read the ratings from the app's scores database (docs/study.md)
@@ -117,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds after which no further setting starts (its row says so)")
     r.add_argument("--work-dir", type=Path, default=None,
                    help="where to build the stand-in release (default: a temp folder, removed after)")
+    t = sub.add_parser("train", help="a training recipe step by step (resumable)")
+    t.add_argument("--recipe", default="nano", choices=["nano"], help="the recipe (nextgpt/training/recipe.py)")
+    t.add_argument("--out", type=Path, default=Path("checkpoints/nano"), help="checkpoint folder the steps write")
+    t.add_argument("--data", type=Path, default=Path("data/world"), help="the world (written by the first step)")
+    t.add_argument("--runs", type=Path, default=Path("runs"),
+                   help="every step's run folder and the state file recipe.json (default runs)")
+    t.add_argument("--from", dest="start", default=None, metavar="STEP", help="start at this step")
+    t.add_argument("--only", default=None, metavar="STEP", help="run only this step (a lane's step too)")
+    t.add_argument("--smoke", action="store_true", help="every step at toy size, a few steps each")
+    t.add_argument("--list", action="store_true", help="print the steps and their settings; run nothing")
+
     st = sub.add_parser("study", help="human evaluation studies: prepare, raters, results, export")
     study_sub = st.add_subparsers(dest="study_command", required=True)
     sp = study_sub.add_parser("prepare", help="every system's answer to every item, once (resumable)")
@@ -353,6 +367,22 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
             "speedup_vs_official": speedup["value"]}
 
 
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from nextgpt.training.run_recipe import RecipeRun, describe, run_recipe
+
+    def progress(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    if args.list:
+        return describe(args.recipe, progress)
+    if args.start and args.only:
+        raise UserError("--from and --only exclude each other")
+    run = RecipeRun(recipe=args.recipe, out=args.out, data=args.data, runs=args.runs, start=args.start,
+                    only=args.only, smoke=args.smoke)
+    return run_recipe(run, progress)
+
+
 def cmd_study(args: argparse.Namespace) -> dict[str, Any]:
     from nextgpt.study import load_study
 
@@ -417,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     commands = {"generate": cmd_generate, "memory": cmd_memory, "convert": cmd_convert, "prepare": cmd_prepare,
-                "eval": cmd_eval, "bench": cmd_bench, "study": cmd_study}
+                "eval": cmd_eval, "bench": cmd_bench, "train": cmd_train, "study": cmd_study}
     try:
         result = commands[args.command](args)
     except (UserError, FileNotFoundError, ValueError) as err:

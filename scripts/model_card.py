@@ -5,7 +5,8 @@
     python scripts/model_card.py --eval benchmarks --table                          # that block, printed
 
 Reads <eval>/report.json and report.md (from `python -m nextgpt eval`), <checkpoint>/encoder/metrics.json,
-<checkpoint>/decoders/metrics.json and benchmarks/fp16_check.json; what is missing is reported as missing. The
+<checkpoint>/decoders/metrics.json, <checkpoint>/recipe.json (the state of `python -m nextgpt train --recipe nano`:
+each step's time and metrics) and benchmarks/fp16_check.json; what is missing is reported as missing. The
 card and the README quote one table per ability (`ability_tables`); tests/test_figures.py checks that both quote
 the committed report.
 """
@@ -80,6 +81,72 @@ def decoder_section(ckpt: Path) -> list[str]:
         acc = ", ".join(f"{k.removeprefix('accuracy_')} {v:.2f}" for k, v in d.items() if k.startswith("accuracy_"))
         lines.append(f"| {mod} | {d.get('samples')} | {acc} | {d.get('latency_s_per_call_median', 0):.2f} | "
                      f"{d.get('num_inference_steps')} / {d.get('guidance_scale')} |")
+    return lines
+
+
+def _num(x: float) -> str:
+    return f"{x:.3g}"
+
+
+_LOSSES = ("loss", "ce", "l2", "mse", "l1", "mel_l1", "stft", "hinge")
+
+
+def step_metrics(entry: dict) -> str:
+    """One step's final metrics from the recipe state, in a few words."""
+    m, runs = entry.get("metrics") or {}, entry.get("runs")
+    if runs == "world":
+        return ", ".join(f"{split} {v['items_per_modality']}" for split, v in m.items()) + " items per modality"
+    if runs == "general_chat":
+        return f"{m.get('examples')} examples"
+    if runs == "encoder":
+        zs = "; ".join(f"{mod} " + ", ".join(f"{k} {_num(v)}" for k, v in acc.items())
+                       for mod, acc in (m.get("zero_shot") or {}).items())
+        return f"{m.get('steps')} steps, InfoNCE {_num(m.get('final_loss') or 0)}; test zero-shot: {zs}"
+    if runs in ("decoders", "stage") and "final" in m or m.get("stopped_at"):
+        final = m.get("final") or {}
+        losses = ", ".join(f"{k} {_num(final[k])}" for k in _LOSSES if k in final)
+        return (f"stopped at step {m['stopped_at']} (continued by the next part): " if m.get("stopped_at") else
+                f"step {final.get('step')}: ") + losses
+    if runs == "decoders":  # the evaluation: judged accuracy per modality
+        return "; ".join(f"{mod} " + ", ".join(f"{k.removeprefix('accuracy_')} {_num(v)}" for k, v in d.items()
+                                               if k.startswith("accuracy_")) for mod, d in m.items())
+    if runs == "align":
+        return "; ".join(f"{mod}: nearest caption {_num(d['before']['nearest_caption_accuracy'])} -> "
+                         f"{_num(d['after']['nearest_caption_accuracy'])}, MSE {_num(d['after']['mse'])}"
+                         for mod, d in m.items() if isinstance(d, dict))
+    if runs == "lanes":
+        return " || ".join(" -> ".join(lane) for lane in m.get("lanes", []))
+    if runs == "fp16":
+        return f"{m.get('fp16_files')} weight files in fp16"
+    return ""
+
+
+def recipe_section(ckpt: Path) -> list[str]:
+    """Every step of the recipe run that built this checkpoint (<checkpoint>/recipe.json): time and metrics."""
+    state = _json(ckpt / "recipe.json")
+    if state is None:
+        return ["No `recipe.json` here: these weights were not built by `python -m nextgpt train --recipe nano` in "
+                "one run. How they were made: `docs/training.md`, *How the shipped checkpoint was made*."]
+    steps = state["steps"]
+    top = [(name, e) for name, e in steps.items() if not e.get("lane_of")]
+    lines = [f"Built by `python -m nextgpt train --recipe {state['recipe']}`"
+             + (" **in smoke mode (toy sizes, a few steps)**" if state.get("smoke") else "")
+             + "; from its state file (`recipe.json` in this folder): every step's wall time against the plan "
+               "(`nextgpt/training/recipe.py`) and its final metrics. Steps of a lane ran in parallel with the "
+               "other lane's, one thread each.", "",
+             "| step | runs | planned min | min | final metrics |", "|---|---|---|---|---|"]
+    for name, entry in top:
+        lines.append(f"| {name} | {entry['runs']} | {entry['expected_minutes']:.1f} | {entry['seconds'] / 60:.1f} | "
+                     f"{step_metrics(entry)} |")
+        lanes = (entry.get("metrics") or {}).get("lanes") or [[n for n, e in steps.items() if e.get("lane_of") == name]]
+        for leaf in (n for lane in lanes for n in lane if n in steps):
+            e = steps[leaf]
+            if e.get("lane_of") == name:
+                lines.append(f"| - {leaf} | {e['runs']} | {e['expected_minutes']:.1f} | {e['seconds'] / 60:.1f} | "
+                             f"{step_metrics(e)} |")
+    planned = sum(e["expected_minutes"] for _, e in top)
+    spent = sum(e["seconds"] for _, e in top) / 60
+    lines += ["", f"In all: {spent:.1f} min ({spent / 60:.2f} h) for {len(top)} steps, planned {planned:.0f} min."]
     return lines
 
 
@@ -289,7 +356,7 @@ def main() -> None:
         "## Results", "", *results_section(args.eval), "",
         "## Reproduce", "",
         "```bash",
-        "bash scripts/train_nano.sh                                      # the weights (~5.9 h on 2 CPU cores)",
+        "python -m nextgpt train --recipe nano                           # the weights (the recipe, planned ~3.9 h)",
         f"{eval_command(meta)}   # the report",
         "python scripts/model_card.py --checkpoint checkpoints/nano --eval benchmarks   # this card",
         "```", "",
@@ -304,6 +371,7 @@ def main() -> None:
         "with edits), in the official record formats. Stage 3 also mixes in "
         f"`assets/training/general_chat.json` (the base model's own answers to {general} general questions). "
         + _world_line(args.checkpoint), "",
+        "## How it was trained", "", *recipe_section(args.checkpoint), "",
         "## Components on their own", "", *encoder_section(args.checkpoint), "", *decoder_section(args.checkpoint), "",
         "## The whole report (`benchmarks/report.md`)", "",
         _demote(_relink(report.read_text().split("\n", 1)[1].lstrip("\n"), args.eval, args.checkpoint)) if report.is_file()
