@@ -47,6 +47,7 @@ PLANS = {
     # stage 3 starts on its records as they come, then trains on with the mix
     "stage3_plain": StagePlan("stage3_plain", **_STAGE3, **stage_settings("stage3_plain")),
     "stage3": StagePlan("stage3", **_STAGE3, **stage_settings("stage3"),
-                        # per step of 8: ~2.4 instructions, ~3.2 dialogues, ~1 caption, ~1.3 general chat (self-distilled)
-                        mix=(("t2m", 0.5), ("mosit", 2.0), ("caption", 0.2), ("general", 18.0))),
+                        # per step of 8 on the standard world v3: ~2.0 instructions, ~4.0 MosIT records (a third random
+                        # dialogues, two thirds task records), ~0.8 captions, ~1.1 general chat (self-distilled)
+                        mix=(("t2m", 0.5), ("mosit", 1.0), ("caption", 0.2), ("general", 18.0))),
 }

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: scripts/ and assets/ are found from here
 STATE_FILE = "recipe.json"
-SMOKE_WORLD = {"train": 4, "val": 4, "test": 4}  # items per modality of each split of a smoke world
+SMOKE_WORLD = {"train": 4, "val": 4, "test": 4,  # items per modality of each split of a smoke world
+               "train-tasks": 1, "val-tasks": 1, "test-tasks": 1}  # and records per task row
 SMOKE_STOP_AFTER = 2  # a part that stops early stops here in a smoke run (every smoke trainer runs 3 or more steps)
 Progress = Callable[[str], None]
 
