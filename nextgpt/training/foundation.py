@@ -24,6 +24,7 @@ import numpy as np
 
 from nextgpt import media
 from nextgpt.config import Modality
+from nextgpt.files import write_json  # noqa: F401  (the trainers' JSON writer)
 from nextgpt.world import ATTRIBUTES, CAPTION_TEMPLATES, parse_caption
 from nextgpt.world.records import load_records
 
@@ -83,9 +84,3 @@ def read_all(modality: Modality | str, paths: Sequence[Path], workers: int = 2) 
         return list(pool.map(partial(read_one, modality), paths))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
