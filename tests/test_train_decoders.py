@@ -157,15 +157,16 @@ def test_zero_terminal_snr_sampler_starts_from_pure_noise():
 
 
 def test_opposite_rows_pair_captions_whose_direction_is_reversed():
-    from nextgpt.training.decoders import opposite_rows
+    from nextgpt.world.training import opposite_rows
 
     captions = ["a red circle moving left", "a red circle moving right", "a blue square moving up", "a red circle"]
-    assert opposite_rows(captions).tolist() == [1, 0, -1, -1]
+    assert opposite_rows(captions) == [1, 0, -1, -1]
 
 
 def test_caption_table_rows_and_opposite_rows_index_the_same_captions():
     """train_unet's contrast looks the reversed caption up in the condition table by row: both use one list."""
-    from nextgpt.training.decoders import caption_conditions, opposite_rows
+    from nextgpt.training.decoders import caption_conditions
+    from nextgpt.world.training import opposite_rows
 
     class FakeDecoders:  # a caption's "encoding" is its position in a fixed vocabulary: rows can be read back
         vocab = ["a red circle moving right", "a blue square moving up", "a red circle moving left"]

@@ -45,8 +45,8 @@ from tqdm import tqdm
 
 from nextgpt.config import EncoderConfig, Modality
 from nextgpt.encode import CLIP_MEAN, CLIP_STD, ENCODER_FILE, TOWER, MediaEncoder
-from nextgpt.files import atomic_path
-from nextgpt.training.foundation import caption_text, caption_vocabulary, captioned_items, read_one, write_json
+from nextgpt.files import atomic_path, write_json
+from nextgpt.training.foundation import caption_text, caption_vocabulary, captioned_items, read_one
 from nextgpt.training.loop import Batch, LoopSettings, Stream, fit
 from nextgpt.world import ATTRIBUTES
 

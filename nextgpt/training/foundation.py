@@ -11,20 +11,16 @@ circle.") is read back with the world's own caption parser and rewritten as the 
 from __future__ import annotations
 
 import itertools
-import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from nextgpt import media
 from nextgpt.config import Modality
-from nextgpt.files import write_json  # noqa: F401  (the trainers' JSON writer)
 from nextgpt.world import ATTRIBUTES, CAPTION_TEMPLATES, parse_caption
 from nextgpt.world.records import load_records
 
