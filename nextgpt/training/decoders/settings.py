@@ -39,13 +39,15 @@ class PartSettings:
     high_noise_fraction: float = 0.0  # unet: this fraction of a batch draws t from the noisier half [T/2, T)
     prediction: str = "epsilon"  # unet: "epsilon" | "v_prediction"; written to the pipeline's scheduler config
     frame_positions: bool = False  # unet (video): train as UNet3DFramePositions (a stock UNet3D is converted)
-    frame_init: float = 0.0  # unet: ... whose frame embeddings start at this scale x sinusoids (0 = zeros)
-    sign_contrast: float = 0.0  # unet: weight of the hinge that the true caption beat its opposite (see train_unet)
+    frame_init: float = 0.0  # unet (video): frame embeddings start at this scale x sinusoids (0 = zeros): a fresh
+    # UNet3DFramePositions' or a converted stock UNet3D's; refused for one from the checkpoint (it keeps what it learnt)
+    sign_contrast: float = 0.0  # unet: weight of the hinge that the true caption beat the world's contrast caption
+    # (its direction reversed: nextgpt.world.training; see train_unet)
     sign_margin: float = 0.02  # unet: ... by this fraction of the true caption's loss
     zero_terminal_snr: bool = False  # unet (v only): betas rescaled so t = T-1 is pure noise; sampler "trailing"
     segment_frames: int = 32  # vocoder: mel frames per training segment (x hop samples of waveform)
     crop_frames: int = 0  # vae: train on random crops of this many mel frames (0 = whole units); convolutional
-    foreground_weight: float = 0.0  # vae (pixels): extra loss weight on pixels of the target that are not white
+    foreground_weight: float = 0.0  # vae (pixels): extra loss weight on the world's objects (its foreground hook)
     save_every: int = 200
 
 
