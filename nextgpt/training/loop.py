@@ -153,9 +153,12 @@ class Processes:
         return np.array_split(indices, self.count)[self.index] if self.count > 1 else indices
 
     def average_grads(self, params: Sequence[nn.Parameter]) -> None:
-        """Average the gradients over the processes (one all-reduce of them all, flattened)."""
+        """Average the gradients over the processes (one all-reduce of them all, flattened). A parameter no
+        process gave a gradient keeps none (AdamW leaves it alone, as it does in one process)."""
         if self.count == 1:
             return
+        had = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self._device_of(params))
+        torch.distributed.all_reduce(had)
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -163,17 +166,24 @@ class Processes:
         torch.distributed.all_reduce(flat)
         flat /= self.count
         offset = 0
-        for p in params:
+        for p, count in zip(params, had.tolist()):
             p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
             offset += p.numel()
+            if count == 0:
+                p.grad = None
 
-    def mean(self, values: Tensor) -> Tensor:
-        """The mean over the processes of a 1-D tensor (the logged losses)."""
+    def mean(self, values: dict[str, Tensor]) -> dict[str, float]:
+        """Each logged scalar averaged over the processes that have it (a batch without media has no l2)."""
+        local = {k: float(v.detach().float()) for k, v in values.items()}
         if self.count == 1:
-            return values
-        values = values.detach().clone()
-        torch.distributed.all_reduce(values)
-        return values / self.count
+            return local
+        gathered: list[dict[str, float] | None] = [None] * self.count
+        torch.distributed.all_gather_object(gathered, local)
+        keys = list(dict.fromkeys(k for g in gathered for k in g))
+        return {k: sum(g[k] for g in gathered if k in g) / sum(k in g for g in gathered) for k in keys}
+
+    def _device_of(self, params: Sequence[nn.Parameter]) -> torch.device:
+        return params[0].device if params else torch.device("cpu")
 
     def from_main(self, value: float) -> float:
         """The main process's value (the seconds trained: every process must stop at the same step)."""
@@ -308,10 +318,9 @@ def fit(
             losses = loss_fn(batch)
             losses["loss"].backward()
             processes.average_grads(params)
-            keys = list(losses)
-            values = processes.mean(torch.stack([losses[k].detach().float().reshape(()) for k in keys]))
-            if not torch.isfinite(values[0]):
-                raise FloatingPointError(f"{name}: loss is {values[0].item()} at step {step + 1}")
+            values = processes.mean(losses)
+            if not math.isfinite(values["loss"]):
+                raise FloatingPointError(f"{name}: loss is {values['loss']} at step {step + 1}")
             if settings.grad_clip:
                 nn.utils.clip_grad_norm_(params, settings.grad_clip)
             opt.step()
@@ -319,7 +328,7 @@ def fit(
             if ema is not None:
                 ema.update(module, step)
             step += 1
-            row = {"step": step, **{k: float(v) for k, v in zip(keys, values)},
+            row = {"step": step, **values,
                    "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 2)}
             history.append(row)
             bar.update()
