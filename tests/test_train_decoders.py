@@ -279,24 +279,30 @@ def test_metrics_merge_keeps_the_training_record_of_parts_this_run_did_not_train
     assert merged["video"] == {"accuracy_colour": 0.9, "training": {"vae": {"steps": 700}, "unet": {"steps": 40}}}
 
 
-def test_frame_init_starts_a_fresh_video_unet_with_sinusoidal_frame_embeddings(world, tmp_path):
-    """--set frame_init=0.3 on a fresh video UNet (built as UNet3DFramePositions, zero embeddings) takes effect:
-    with lr 0 the saved embeddings are 0.3 x the sinusoid table; where it cannot apply it is refused."""
+def test_frame_init_sets_the_frame_embeddings_of_a_fresh_or_trained_video_unet(world, tmp_path):
+    """--set frame_init=0.3 takes effect on a fresh video UNet (built as UNet3DFramePositions, zero embeddings) and
+    on the checkpoint's one (what train_nano.sh's video continuation asks for): with lr 0 the saved embeddings are
+    0.3 x the sinusoid table. Without it they stay zeros; on an image UNet it is refused."""
     from diffusers.models.embeddings import SinusoidalPositionalEmbedding
 
-    args = replace(_args(world, tmp_path, modality="video", part="unet", lr=0.0), settings=("frame_init=0.3",))
-    run(args)
-    saved = load_file(args.out / "decoders" / "video" / "unet" / "diffusion_pytorch_model.safetensors")
-    embeddings = {k: v.float() for k, v in saved.items() if k.endswith("frame_embedding")}
-    assert embeddings
-    for key, value in embeddings.items():
-        table = SinusoidalPositionalEmbedding(value.shape[1], value.shape[0]).pe[0]
-        torch.testing.assert_close(value, 0.3 * table, atol=1e-3, rtol=1e-3, msg=key)
-    zero = replace(args, run_dir=tmp_path / "runs_zero", out=tmp_path / "ckpt_zero", settings=())
+    def frame_embeddings(out: Path) -> dict[str, torch.Tensor]:
+        saved = load_file(out / "decoders" / "video" / "unet" / "diffusion_pytorch_model.safetensors")
+        return {k: v.float() for k, v in saved.items() if k.endswith("frame_embedding")}
+
+    def assert_sinusoids(embeddings: dict[str, torch.Tensor], scale: float) -> None:
+        assert embeddings
+        for key, value in embeddings.items():
+            table = SinusoidalPositionalEmbedding(value.shape[1], value.shape[0]).pe[0]
+            torch.testing.assert_close(value, scale * table, atol=1e-3, rtol=1e-3, msg=key)
+
+    zero = _args(world, tmp_path, modality="video", part="unet", lr=0.0)
     run(zero)
-    saved = load_file(zero.out / "decoders" / "video" / "unet" / "diffusion_pytorch_model.safetensors")
-    assert all(not v.any() for k, v in saved.items() if k.endswith("frame_embedding"))  # the default: zeros
-    with pytest.raises(ValueError, match="learnt its own"):  # the checkpoint's embeddings are not overwritten
-        run(replace(args, run_dir=tmp_path / "runs_on", from_checkpoint=True))
+    assert all(not v.any() for v in frame_embeddings(zero.out).values())  # the default: zeros
+    on = replace(zero, run_dir=tmp_path / "runs_on", from_checkpoint=True, settings=("frame_init=0.3",))
+    run(on)
+    assert_sinusoids(frame_embeddings(zero.out), 0.3)
+    fresh = replace(zero, run_dir=tmp_path / "runs_fresh", out=tmp_path / "ckpt_fresh", settings=("frame_init=0.2",))
+    run(fresh)
+    assert_sinusoids(frame_embeddings(fresh.out), 0.2)
     with pytest.raises(ValueError, match="video UNet"):
-        run(replace(args, modality="image", run_dir=tmp_path / "runs_image"))
+        run(replace(fresh, modality="image", run_dir=tmp_path / "runs_image"))

@@ -57,13 +57,13 @@ def fresh_component(spec: DecoderSpec, sizes: DecoderSizes, part: str, seed: int
         return instantiate(*table[part]).float()
 
 
-def with_frame_positions(unet: nn.Module, settings: PartSettings, *, fresh: bool) -> nn.Module:
+def with_frame_positions(unet: nn.Module, settings: PartSettings) -> nn.Module:
     """The UNet to train, with the frame settings applied (a clear error where they cannot apply).
 
     frame_positions: a stock UNet3D (a checkpoint from before frame positions) becomes a UNet3DFramePositions.
-    frame_init: the frame embeddings start at `frame_init` x sinusoids: a converted stock UNet3D's, or a fresh
-    UNet3DFramePositions' (the nano recipe builds the video UNet as one, with zero embeddings). A UNet3DFramePositions
-    from the checkpoint keeps the embeddings it learnt: frame_init is refused there rather than ignored.
+    frame_init: the frame embeddings start at `frame_init` x sinusoids, whatever the UNet3DFramePositions: a
+    converted stock one, a fresh one (the nano recipe builds the video UNet as one, with zero embeddings), or the
+    checkpoint's (its learnt embeddings are replaced, with a warning). A resumed run loads its state over them.
     """
     if type(unet) is UNet3DConditionModel:
         if settings.frame_positions:
@@ -75,9 +75,10 @@ def with_frame_positions(unet: nn.Module, settings: PartSettings, *, fresh: bool
     if settings.frame_init:
         if not isinstance(unet, UNet3DFramePositions):
             raise ValueError(f"frame_init applies to a video UNet; this one is a {type(unet).__name__}")
-        if not fresh:
-            raise ValueError("frame_init starts fresh frame embeddings; the checkpoint's UNet3DFramePositions has "
-                             "learnt its own (train a fresh UNet, without --from-checkpoint, to set them)")
+        learnt = torch.cat([m.frame_embedding.detach().flatten() for m in unet.temporal_transformers()])
+        if learnt.any():
+            log.warning("unet: frame_init %s replaces frame embeddings of RMS %.4f", settings.frame_init,
+                        float(learnt.float().pow(2).mean().sqrt()))
         unet.init_frame_embeddings(settings.frame_init)
         log.info("unet: frame embeddings start at %s x sinusoids", settings.frame_init)
     return unet

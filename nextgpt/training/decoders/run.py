@@ -63,7 +63,7 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
     if part != "vae_decoder" and not args.from_checkpoint:  # every other part starts from scratch by default
         setattr(pipe, part, fresh_component(cfg.decoder(modality), sizes, part, args.seed))
     if part == "unet":
-        pipe.unet = with_frame_positions(pipe.unet, settings, fresh=not args.from_checkpoint)
+        pipe.unet = with_frame_positions(pipe.unet, settings)
     if part in ("vae", "vae_decoder"):
         module, summary = train_vae(pipe, media, settings, part_dir, seed=args.seed,
                                     decoder_only=part == "vae_decoder", fresh=not args.from_checkpoint,

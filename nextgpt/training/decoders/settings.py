@@ -39,8 +39,8 @@ class PartSettings:
     high_noise_fraction: float = 0.0  # unet: this fraction of a batch draws t from the noisier half [T/2, T)
     prediction: str = "epsilon"  # unet: "epsilon" | "v_prediction"; written to the pipeline's scheduler config
     frame_positions: bool = False  # unet (video): train as UNet3DFramePositions (a stock UNet3D is converted)
-    frame_init: float = 0.0  # unet (video): frame embeddings start at this scale x sinusoids (0 = zeros): a fresh
-    # UNet3DFramePositions' or a converted stock UNet3D's; refused for one from the checkpoint (it keeps what it learnt)
+    frame_init: float = 0.0  # unet (video): frame embeddings start at this scale x sinusoids (0 = as they are: zeros
+    # for a fresh or converted UNet, the learnt ones for the checkpoint's)
     sign_contrast: float = 0.0  # unet: weight of the hinge that the true caption beat the world's contrast caption
     # (its direction reversed: nextgpt.world.training; see train_unet)
     sign_margin: float = 0.02  # unet: ... by this fraction of the true caption's loss
