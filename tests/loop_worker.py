@@ -2,6 +2,7 @@
 
     python tests/loop_worker.py regression RUN_DIR [--stop-after N]   # a 2-layer MLP on a fixed regression
     python tests/loop_worker.py stage RUN_DIR                          # loop.train: stage 2 on the tiny NextGPT
+    python tests/loop_worker.py decoders RUN_DIR --world WORLD         # the image decoder's parts, smoke sizes
 
 Every process writes what it saw to RUN_DIR/../seen-<process>.json, outside the run folder (the test's window
 into the processes); the loop itself must write into RUN_DIR from the main process only.
@@ -57,15 +58,28 @@ def stage(run_dir: Path) -> dict:
     return {"losses": [r["loss"] for r in result["history"]]}
 
 
+def decoders(run_dir: Path, world: Path) -> dict:
+    from nextgpt.training.decoders import DecoderTrainArgs, run
+
+    args = DecoderTrainArgs(data=world, out=run_dir / "ckpt", run_dir=run_dir, modality="image", smoke=True,
+                            limit=4, threads=1)
+    results = run(args)
+    return {"parts": sorted(results), "final": {k: v.get("final") for k, v in results.items() if "final" in v}}
+
+
 def main() -> None:
     faulthandler.dump_traceback_later(240, exit=True)  # a stuck collective fails the test, with the stacks
     ap = argparse.ArgumentParser()
-    ap.add_argument("trainer", choices=("regression", "stage"))
+    ap.add_argument("trainer", choices=("regression", "stage", "decoders"))
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--stop-after", type=int, default=None)
+    ap.add_argument("--world", type=Path, default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    out = regression(a.run_dir, a.stop_after) if a.trainer == "regression" else stage(a.run_dir)
+    if a.trainer == "regression":
+        out = regression(a.run_dir, a.stop_after)
+    else:
+        out = stage(a.run_dir) if a.trainer == "stage" else decoders(a.run_dir, a.world)
     processes = Processes()
     out["processes"] = processes.count
     (a.run_dir.parent / f"seen-{processes.index}.json").write_text(json.dumps(out))

@@ -99,13 +99,13 @@ def test_in_memory_fit_writes_nothing(tmp_path, monkeypatch):
     assert fitted.history[-1]["loss"] < fitted.history[0]["loss"] and not list(tmp_path.iterdir())
 
 
-def _launch(tmp: Path, trainer: str, processes: int) -> list[dict]:
+def _launch(tmp: Path, trainer: str, processes: int, *extra: str) -> list[dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     if processes == 1:
-        cmd = [sys.executable, str(WORKER), trainer, str(tmp / "run")]
+        cmd = [sys.executable, str(WORKER), trainer, str(tmp / "run"), *extra]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP), "--num_processes",
-               str(processes), "--main_process_port", str(free_port()), str(WORKER), trainer, str(tmp / "run")]
+               str(processes), "--main_process_port", str(free_port()), str(WORKER), trainer, str(tmp / "run"), *extra]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((tmp / f"seen-{i}.json").read_text()) for i in range(processes)]
@@ -142,3 +142,19 @@ def test_llm_stage_trains_under_two_processes(tmp_path):
     assert written == {"config.json", "output_projectors.safetensors", "token_rows.safetensors"}
     rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_decoder_parts_train_and_evaluate_under_two_processes(tmp_path):
+    """The decoders' orchestration under 2 processes: caches and components written once, by the main process,
+    the evaluation run there alone; both processes log the same (averaged) losses."""
+    from conftest import make_world
+
+    world = make_world(tmp_path / "world", ("train", "val", "test"), n=4, n_dialogues=0)
+    two = _launch(tmp_path, "decoders", 2, "--world", str(world))
+    assert two[0]["parts"] == two[1]["parts"] == ["image/eval", "image/unet", "image/vae"]
+    losses = [{part: {k: v for k, v in row.items() if k != "seconds"} for part, row in p["final"].items()} for p in two]
+    assert losses[0] == losses[1] and set(losses[0]) == {"image/vae", "image/unet"}
+    folder = tmp_path / "run" / "ckpt" / "decoders"
+    assert (folder / "image" / "vae").is_dir() and (folder / "image" / "unet").is_dir()
+    assert "image" in json.loads((folder / "metrics.json").read_text())
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name or p.name.endswith(".old")]

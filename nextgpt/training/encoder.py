@@ -47,7 +47,7 @@ from nextgpt.config import EncoderConfig, Modality
 from nextgpt.encode import CLIP_MEAN, CLIP_STD, ENCODER_FILE, TOWER, MediaEncoder
 from nextgpt.files import atomic_path, write_json
 from nextgpt.training.foundation import caption_text, caption_vocabulary, captioned_items, read_one
-from nextgpt.training.loop import Batch, LoopSettings, Stream, fit
+from nextgpt.training.loop import Batch, LoopSettings, Stream, fit, main_first, on_main
 from nextgpt.world import ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -339,9 +339,8 @@ def train_encoder(
     interruption).
     """
     s = settings
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "run.json", {"encoder": dataclasses.asdict(cfg), "training": dataclasses.asdict(s),
-                                      "data": str(data), "out": str(out)})
+    on_main(lambda: write_json(run_dir / "run.json", {"encoder": dataclasses.asdict(cfg), "out": str(out),
+                                                      "training": dataclasses.asdict(s), "data": str(data)}))
     # 1. model: ImageBind at random init, every tower trainable
     torch.manual_seed(s.seed)
     enc = MediaEncoder(cfg)
@@ -349,8 +348,8 @@ def train_encoder(
     log.info("ImageBind: %.2fM parameters", sum(p.numel() for p in enc.model.parameters()) / 1e6)
     # 2. media, preprocessed once; the captions' tokens
     cache = cache or run_dir / "cache"
-    train = build_banks(enc, data, "train", cache, s.limit)
-    val = build_banks(enc, data, "val", cache, s.limit) if s.eval_every else None
+    train = main_first(lambda: build_banks(enc, data, "train", cache, s.limit))
+    val = main_first(lambda: build_banks(enc, data, "val", cache, s.limit)) if s.eval_every else None
     tokens = {m: enc.tokenize([caption_text(m, a) for a in caption_vocabulary(m)]) for m in Modality}
     # 3. train on the one loop: a stream of examples per modality, the cosine ending with the time budget
     streams = {m.value: Stream(len(train[m]), s.audio_batch_size if m == Modality.AUDIO else s.batch_size)
@@ -379,19 +378,23 @@ def train_encoder(
     if "stopped_at" in fitted.summary:
         return {"stopped_at": fitted.summary["stopped_at"], "loss": fitted.summary["final"]["loss"]}
     step = fitted.summary["steps"]
-    # 5. evaluate on the held-out test split, save the weights (fp16 if lossless) and the figures
-    t0 = time.perf_counter()
-    test = build_banks(enc, data, "test", cache, s.limit)
-    scores = evaluate(enc, test, train)
+    # 5. evaluate on the held-out test split, save the weights (fp16 if lossless) and the figures (main process)
     folder = out / "encoder"
-    dtype = save_encoder(enc, folder, test, scores["zero_shot"])
-    rows = (run_dir / "log.jsonl").read_text().splitlines()
-    metrics = {"steps": step, "seconds": fitted.summary["seconds"],
-               "final_loss": json.loads(rows[-1])["loss"] if rows else None,
-               "ended_by": fitted.summary["ended_by"],
-               "eval_seconds": round(time.perf_counter() - t0, 1),
-               "dtype": dtype, "split": "test", "items": {m.value: len(b) for m, b in test.items()}, **scores,
-               "training": dataclasses.asdict(s), "encoder": dataclasses.asdict(cfg)}
-    write_json(folder / METRICS_FILE, metrics)
-    log.info("saved %s (%s) and %s", folder / ENCODER_FILE, dtype, METRICS_FILE)
-    return metrics
+
+    def finish() -> None:
+        t0 = time.perf_counter()
+        test = build_banks(enc, data, "test", cache, s.limit)
+        scores = evaluate(enc, test, train)
+        dtype = save_encoder(enc, folder, test, scores["zero_shot"])
+        rows = (run_dir / "log.jsonl").read_text().splitlines()
+        metrics = {"steps": step, "seconds": fitted.summary["seconds"],
+                   "final_loss": json.loads(rows[-1])["loss"] if rows else None,
+                   "ended_by": fitted.summary["ended_by"],
+                   "eval_seconds": round(time.perf_counter() - t0, 1),
+                   "dtype": dtype, "split": "test", "items": {m.value: len(b) for m, b in test.items()}, **scores,
+                   "training": dataclasses.asdict(s), "encoder": dataclasses.asdict(cfg)}
+        write_json(folder / METRICS_FILE, metrics)
+        log.info("saved %s (%s) and %s", folder / ENCODER_FILE, dtype, METRICS_FILE)
+
+    on_main(finish)
+    return json.loads((folder / METRICS_FILE).read_text())

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ from nextgpt.training.plans import StagePlan
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 STATE = "state"  # <run_dir>/state: the resumable training state
 SCHEDULES = ("cosine", "cosine_from_start")
 
@@ -192,6 +193,25 @@ class Processes:
         box = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         torch.distributed.broadcast(box, 0)
         return float(box)
+
+
+def main_first(make: Callable[[], T]) -> T:
+    """`make()` on the main process, then on the others: the main one writes a cache that the others then read."""
+    processes = Processes()
+    if processes.main:
+        made = make()
+    processes.wait()
+    if not processes.main:
+        made = make()
+    return made
+
+
+def on_main(write: Callable[[], Any]) -> None:
+    """`write()` on the main process only; every process waits until it is done."""
+    processes = Processes()
+    if processes.main:
+        write()
+    processes.wait()
 
 
 # ---- the resumable state ----------------------------------------------------------------------------

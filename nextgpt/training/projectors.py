@@ -211,9 +211,10 @@ def reinitialise(projector: torch.nn.Module) -> None:
 
 
 def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str = "align",
-        run_dir: Path | None = None) -> list[dict[str, float]]:
+        run_dir: Path | None = None, *, stop_after: int | None = None) -> list[dict[str, float]]:
     """The loop's AdamW (betas 0.9/0.95) with warm-up + cosine on the cached states; returns the loss every 100
-    steps. Batches are shuffled epochs of the states (fixed by the seed: resumable from `run_dir`)."""
+    steps of this run. Batches are shuffled epochs of the states, fixed by the seed: resumable from `run_dir`
+    (`stop_after` saves the state there and returns, as a killed process would have)."""
     from nextgpt.training.loop import Batch, LoopSettings
     from nextgpt.training.loop import fit as loop_fit
 
@@ -228,7 +229,7 @@ def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str =
         pred = projector(states.hidden[batch.index].to(dtype), states.embeds[batch.index].to(dtype))
         return {"loss": torch.nn.functional.mse_loss(pred.float(), states.targets[batch.index])}
 
-    fitted = loop_fit(desc, projector, loss_fn, n, settings, run_dir)
+    fitted = loop_fit(desc, projector, loss_fn, n, settings, run_dir, stop_after=stop_after)
     projector.eval().requires_grad_(False)
     return [{"step": r["step"], "mse": r["loss"]} for r in fitted.history
             if r["step"] % 100 == 0 or r["step"] == args.steps]
@@ -247,6 +248,7 @@ def _state_inputs(checkpoint: Path) -> list[tuple[str, int, int]]:
 def align_projectors(args: AlignArgs) -> dict[str, Any]:
     from nextgpt.loading import save_checkpoint
     from nextgpt.model import NextGPT
+    from nextgpt.training.loop import on_main
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -268,7 +270,7 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
         train = split_states(model, args.data, "train", limit, args.max_len, chosen, args.seed)
         val = split_states(model, args.data, "val", max(1, (limit or 400) // 4), args.max_len, chosen, args.seed)
         if not args.smoke:
-            torch_save({"key": key, "train": train, "val": val}, cache)
+            on_main(lambda: torch_save({"key": key, "train": train, "val": val}, cache))
     summary: dict[str, Any] = {"args": {k: str(v) for k, v in asdict(args).items()}, "modalities": {}}
     steps = 5 if args.smoke else args.steps
     run_args = AlignArgs(**{**asdict(args), "steps": steps})
@@ -292,9 +294,9 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
         summary["modalities"][modality.value] = {"train_blocks": len(states.captions), "before": before,
                                                  "after": after, "history": history}
         log.info("%s projector: val %s -> %s", modality.value, before, after)
-    save_checkpoint(model, args.checkpoint, parts=("output",))
     summary["seconds"] = time.perf_counter() - t0
-    write_json(args.run_dir / "summary.json", summary)
+    on_main(lambda: (save_checkpoint(model, args.checkpoint, parts=("output",)),
+                     write_json(args.run_dir / "summary.json", summary)))
     return summary
 
 

@@ -26,6 +26,7 @@ from nextgpt.training.decoders.settings import (COMPONENT, RECIPES, SMOKE_LIMIT,
 from nextgpt.training.decoders.unet import sampler_for, train_unet
 from nextgpt.training.decoders.vae import cache_latents, train_vae
 from nextgpt.training.decoders.vocoder import train_vocoder
+from nextgpt.training.loop import main_first, on_main
 from nextgpt.world.training import DecoderHooks, decoder_hooks
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,18 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
     recipe = RECIPES[modality]
     run_dir = args.run_dir / modality.value
     part_dir = run_dir / part
-    if part == "eval":
-        plan = (1, 1) if args.smoke else None
-        metrics = evaluate(cfg, args.out, args.data, modality, split=args.eval_split, plan=plan,
-                           num_inference_steps=2 if args.smoke else None)
-        metrics["training"] = {p: _read_json(run_dir / p / "summary.json") for p in recipe.parts}
-        merge_metrics(args.out / "decoders" / METRICS_FILE, modality, metrics)
-        log.info("%s eval: %s", modality.value, {k: v for k, v in metrics.items() if k.startswith(("acc", "lat"))})
+    if part == "eval":  # on the main process (under accelerate launch the others wait)
+        metrics: dict[str, Any] = {}
+
+        def measure() -> None:
+            plan = (1, 1) if args.smoke else None
+            metrics.update(evaluate(cfg, args.out, args.data, modality, split=args.eval_split, plan=plan,
+                                    num_inference_steps=2 if args.smoke else None))
+            metrics["training"] = {p: _read_json(run_dir / p / "summary.json") for p in recipe.parts}
+            merge_metrics(args.out / "decoders" / METRICS_FILE, modality, metrics)
+            log.info("%s eval: %s", modality.value, {k: v for k, v in metrics.items() if k.startswith(("acc", "lat"))})
+
+        on_main(measure)
         return metrics
     if part not in recipe.parts:
         raise ValueError(f"the {modality.value} decoder has no {part!r} part; it has {list(recipe.parts)}")
@@ -56,9 +62,9 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
         log.info("%s %s: already trained (%s); delete %s to train again", modality.value, part, done["final"], part_dir)
         return done
     sizes = SMOKE_SIZES if args.smoke else recipe.sizes
-    folder = ensure_folder(cfg, modality, args.out, sizes, args.seed)
+    folder = main_first(lambda: ensure_folder(cfg, modality, args.out, sizes, args.seed))
     limit = SMOKE_LIMIT if args.smoke and args.limit is None else args.limit
-    media = load_media(args.data, modality, run_dir / "media.pt", limit=limit)
+    media = main_first(lambda: load_media(args.data, modality, run_dir / "media.pt", limit=limit))
     decoders, pipe = load_pipeline(cfg, args.out, modality)
     if part != "vae_decoder" and not args.from_checkpoint:  # every other part starts from scratch by default
         setattr(pipe, part, fresh_component(cfg.decoder(modality), sizes, part, args.seed))
@@ -71,16 +77,20 @@ def run_part(cfg: NextGPTConfig, args: DecoderTrainArgs, modality: Modality, par
     elif part == "vocoder":
         module, summary = train_vocoder(pipe, media, settings, part_dir, seed=args.seed, stop_after=stop_after)
     else:
-        latents = cache_latents(pipe.vae, media, run_dir / "latents.pt", weights_digest(folder / "vae"))
+        latents = main_first(lambda: cache_latents(pipe.vae, media, run_dir / "latents.pt",
+                                                   weights_digest(folder / "vae")))
         module, summary = train_unet(decoders, pipe, cfg.decoder(modality), media, latents, settings, part_dir,
                                      seed=args.seed, contrast=hooks.contrast, stop_after=stop_after)
         if "stopped_at" not in summary:  # the sampler must predict what the UNet learnt, on the same betas
             pipe.scheduler = sampler_for(pipe.scheduler, settings)
-            pipe.scheduler.save_pretrained(folder / "scheduler")
+            on_main(lambda: pipe.scheduler.save_pretrained(folder / "scheduler"))
     if "stopped_at" not in summary:
-        save_component(module, folder / component)
-        register_class(folder, component, module)
-        log.info("%s %s: written to %s (%s)", modality.value, part, folder / component, summary["final"])
+        def write() -> None:
+            save_component(module, folder / component)
+            register_class(folder, component, module)
+            log.info("%s %s: written to %s (%s)", modality.value, part, folder / component, summary["final"])
+
+        on_main(write)
     return summary
 
 
