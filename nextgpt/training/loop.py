@@ -8,9 +8,10 @@ step number and a generator for the step's random draws); the loop owns the rest
 schedule (warm-up + cosine, optionally ending with a time budget), gradient clipping, an optional EMA of the
 weights, the data order, a tqdm bar, ``log.jsonl`` and ``summary.json``, and atomic resumable state.
 
-Resuming: ``<run_dir>/state`` holds the trainable weights, the EMA, the optimiser, the seconds trained and the
-step. The examples of step k come from `data_order(seed)` and its random draws from a generator seeded by
-(seed, k), so a resumed run ends with the weights an uninterrupted one ends with.
+Resuming: ``<run_dir>/state`` holds the trainable weights, the EMA, the optimiser, the seconds trained, the
+step and torch's global generator (dropout draws from it). The examples of step k come from `data_order(seed)`
+and the loss's own random draws from a generator seeded by (seed, k), so a resumed run ends with the weights an
+uninterrupted one ends with.
 
 Several processes (``accelerate launch --num_processes N``, gloo on CPU, NCCL on GPUs): each process takes its
 1/N of every step's global batch (`batch_size` must divide by N), gradients are averaged across processes
