@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -271,6 +272,8 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
         val = split_states(model, args.data, "val", max(1, (limit or 400) // 4), args.max_len, chosen, args.seed)
         if not args.smoke:
             on_main(lambda: torch_save({"key": key, "train": train, "val": val}, cache))
+        # a saved alignment state belongs to the states it trained on: new states start every projector afresh
+        on_main(lambda: [shutil.rmtree(args.run_dir / m.value / "state", ignore_errors=True) for m in Modality])
     summary: dict[str, Any] = {"args": {k: str(v) for k, v in asdict(args).items()}, "modalities": {}}
     steps = 5 if args.smoke else args.steps
     run_args = AlignArgs(**{**asdict(args), "steps": steps})
