@@ -120,7 +120,7 @@ class DecoderSizes:
     vocoder_channels: int = 128
 
 
-# The shipped nano decoders (checkpoints/nano/decoders; trained by nextgpt/training/decoders.py), with the
+# The shipped nano decoders (checkpoints/nano/decoders; trained by nextgpt/training/decoders/), with the
 # quantity each UNet predicts: the one source of both for building, training and loading them.
 NANO_SIZES: dict[Modality, DecoderSizes] = {
     Modality.IMAGE: DecoderSizes(unet_channels=(48, 96, 96), vae_channels=(16, 32, 64)),

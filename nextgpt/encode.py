@@ -44,10 +44,11 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import ASTFeatureExtractor
 
+from nextgpt import files
 from nextgpt.config import EncoderConfig, Modality
 
 logger = logging.getLogger(__name__)
@@ -435,7 +436,7 @@ class MediaEncoder(nn.Module):
         path = Path(folder) / ENCODER_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(path), metadata={"format": "pt", "architecture": "ImageBindModel"})
+        files.save_tensors(state, path, metadata={"format": "pt", "architecture": "ImageBindModel"})
         return path
 
     @classmethod
@@ -491,8 +492,6 @@ def load_official_imagebind(
         state = {k: v for k, v in state.items() if not k.startswith(unused)}
         _check_state(build_imagebind(cfg, device="meta").state_dict(), state, pth)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
-        tmp.replace(target)  # a crash never leaves a half-written file under the final name
+        files.save_tensors(state, target, metadata={"format": "pt"})
         logger.info("converted %s to %s", pth, target)
     return MediaEncoder.load(folder, cfg, device=device, dtype=dtype)

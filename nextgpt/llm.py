@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
+from nextgpt import files
 from nextgpt.config import QUANTIZATIONS, LLMConfig, NextGPTConfig
 
 log = logging.getLogger(__name__)
@@ -135,18 +135,11 @@ def gguf_cache(cfg: LLMConfig) -> Path:
         log.info("converting %s once to a safetensors cache in %s (~20 s)", src / cfg.gguf_file, cached)
         model = AutoModelForCausalLM.from_pretrained(src, gguf_file=cfg.gguf_file, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(src, gguf_file=cfg.gguf_file)
-        tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        model.config.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight" or not model.config.tie_word_embeddings}
-        save_file(state, tmp / "model.safetensors")
-        if cached.exists():  # another process won the race
-            import shutil
-
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(cached)
+        with files.atomic_folder(cached) as tmp:  # a process that lost the race writes the same files again
+            model.config.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            state = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not model.config.tie_word_embeddings}
+            files.save_tensors(state, tmp / "model.safetensors")
         log.info("cache written in %.1f s", time.perf_counter() - t0)
     return cached
 
@@ -298,7 +291,4 @@ def lora_config(cfg: LLMConfig) -> Any:
 
 def save_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Atomic write: a crash never leaves a half-written checkpoint under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-    os.replace(tmp, path)
+    files.save_tensors(tensors, path)

@@ -49,6 +49,14 @@ class UNet3DFramePositions(UNet3DConditionModel):
         """The modules that carry a frame embedding: `transformer_in` and every block's temporal transformer."""
         return [m for m in self.modules() if isinstance(m, TransformerTemporalModel)]
 
+    @torch.no_grad()
+    def init_frame_embeddings(self, scale: float) -> None:
+        """Every frame embedding set to `scale` x a sinusoidal table of the frames (0: zeros, the stock outputs)."""
+        for module in self.temporal_transformers():
+            length, dim = module.frame_embedding.shape
+            table = SinusoidalPositionalEmbedding(dim, length).pe[0] if scale else torch.zeros(length, dim)
+            module.frame_embedding.copy_(scale * table.to(module.frame_embedding.dtype))
+
     @classmethod
     def from_stock(cls, unet: UNet3DConditionModel, scale: float = 0.0) -> "UNet3DFramePositions":
         """The same weights with frame embeddings of `scale` x a sinusoidal table (0: outputs equal the stock
@@ -57,10 +65,7 @@ class UNet3DFramePositions(UNet3DConditionModel):
         missing, unexpected = out.load_state_dict(unet.state_dict(), strict=False)
         if unexpected or any(not key.endswith("frame_embedding") for key in missing):
             raise ValueError(f"not a stock UNet3D of this config: missing {missing}, unexpected {unexpected}")
-        if scale:
-            for module in out.temporal_transformers():
-                length, dim = module.frame_embedding.shape
-                module.frame_embedding.data = scale * SinusoidalPositionalEmbedding(dim, length).pe[0]
+        out.init_frame_embeddings(scale)
         out = out if unet.dtype == out.dtype else out.to(unet.dtype)
         return out.train(unet.training)  # train mode differs: TemporalConvLayer has dropout
 

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from nextgpt import files  # noqa: E402
 
 log = logging.getLogger("checkpoint_fp16")
 
@@ -57,9 +60,7 @@ def to_fp16(path: Path) -> bool:
             if peak > FP16_MAX:
                 raise ValueError(f"{path}: {key} reaches {peak:g}, beyond fp16's range")
             state[key] = value.to(torch.float16)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    files.save_tensors(state, path, metadata=metadata)
     return True
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from nextgpt import files  # noqa: E402
 from nextgpt.llm import LLAMA_VOCAB_FILE, llama_vocab_dir  # noqa: E402
 
 SDIST = "llama-cpp-python==0.3.36"
@@ -45,8 +46,7 @@ def main() -> int:
                 name = Path(member.name).name
                 if name in MEMBERS and member.name.endswith("vendor/llama.cpp/models/" + name):
                     data = tar.extractfile(member).read()
-                    (target / (name + ".tmp")).write_bytes(data)
-                    (target / (name + ".tmp")).replace(target / name)
+                    files.write_bytes(target / name, data)
     missing = [m for m in MEMBERS if not (target / m).is_file()]
     print(f"LLaMA tokenizer in {target}" + (f" (missing: {missing})" if missing else ""))
     return 0

@@ -5,7 +5,7 @@
     python scripts/train_decoders.py --modality all --part eval                    # metrics.json only
 
 Resumable: run it again after an interruption and every part continues from <run-dir>/<modality>/<part>/state.
-See nextgpt/training/decoders.py for what each part trains.
+See nextgpt/training/decoders/ (a package, one file per part) for what each part trains.
 """
 
 import argparse

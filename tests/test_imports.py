@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Lowest first: a module may import from its own room and from any room on a lower floor, never from a room on
 # its own floor or above. Rooms sharing a floor (eval, training) do not import each other.
 FLOORS: list[dict[str, tuple[str, ...]]] = [
-    {"config": ("nextgpt.config",)},
+    {"config": ("nextgpt.config",), "files": ("nextgpt.files",)},  # settings; atomic writes (imports nothing of ours)
     {"world": ("nextgpt.world", "nextgpt.world.*")},  # the procedural world and its record formats
     {"stages": ("nextgpt.media", "nextgpt.encode", "nextgpt.project", "nextgpt.llm", "nextgpt.signals",
                 "nextgpt.decode", "nextgpt.decoder_configs", "nextgpt.unet3d", "nextgpt.conversation",

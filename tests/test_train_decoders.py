@@ -74,17 +74,24 @@ def test_smoke_run_writes_every_part_fp16_and_the_metrics(world, tmp_path):
     assert "_name_or_path" not in json.loads((args.out / "decoders" / "image" / "unet" / "config.json").read_text())
 
 
-def test_interrupted_run_resumes_to_the_same_weights(world, tmp_path):
-    interrupted = _args(world, tmp_path / "a", modality="image", part="vae")
+@pytest.mark.parametrize("modality, part", [("image", "vae"), ("video", "unet")])
+def test_interrupted_run_resumes_to_the_same_weights(world, tmp_path, modality, part):
+    """The video UNet's temporal convolutions draw dropout from torch's global generator: the state carries it.
+    Each run starts the generator from one seed, as each new process starts it from torch's default seed."""
+    default_seed = 0
+    interrupted = _args(world, tmp_path / "a", modality=modality, part=part)
+    torch.manual_seed(default_seed)
     stopped = run(interrupted, stop_after=2)
-    assert stopped["image/vae"]["stopped_at"] == 2
-    assert (interrupted.run_dir / "image" / "vae" / "state" / "optimizer.pt").is_file()
+    assert stopped[f"{modality}/{part}"]["stopped_at"] == 2
+    assert (interrupted.run_dir / modality / part / "state" / "optimizer.pt").is_file()
+    torch.manual_seed(default_seed)
     resumed = run(interrupted)
-    assert resumed["image/vae"]["steps"] == 4
+    assert resumed[f"{modality}/{part}"]["steps"] == 4
 
-    straight = _args(world, tmp_path / "b", modality="image", part="vae")
+    straight = _args(world, tmp_path / "b", modality=modality, part=part)
+    torch.manual_seed(default_seed)
     run(straight)
-    a, b = (load_file(next((args.out / "decoders" / "image" / "vae").glob("*.safetensors")))
+    a, b = (load_file(next((args.out / "decoders" / modality / part).glob("*.safetensors")))
             for args in (interrupted, straight))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -157,15 +164,16 @@ def test_zero_terminal_snr_sampler_starts_from_pure_noise():
 
 
 def test_opposite_rows_pair_captions_whose_direction_is_reversed():
-    from nextgpt.training.decoders import opposite_rows
+    from nextgpt.world.training import opposite_rows
 
     captions = ["a red circle moving left", "a red circle moving right", "a blue square moving up", "a red circle"]
-    assert opposite_rows(captions).tolist() == [1, 0, -1, -1]
+    assert opposite_rows(captions) == [1, 0, -1, -1]
 
 
 def test_caption_table_rows_and_opposite_rows_index_the_same_captions():
     """train_unet's contrast looks the reversed caption up in the condition table by row: both use one list."""
-    from nextgpt.training.decoders import caption_conditions, opposite_rows
+    from nextgpt.training.decoders import caption_conditions
+    from nextgpt.world.training import opposite_rows
 
     class FakeDecoders:  # a caption's "encoding" is its position in a fixed vocabulary: rows can be read back
         vocab = ["a red circle moving right", "a blue square moving up", "a red circle moving left"]
@@ -276,3 +284,32 @@ def test_metrics_merge_keeps_the_training_record_of_parts_this_run_did_not_train
     merged = merge_metrics(path, Modality.VIDEO, {"accuracy_colour": 0.9,
                                                   "training": {"vae": None, "unet": {"steps": 40}}})
     assert merged["video"] == {"accuracy_colour": 0.9, "training": {"vae": {"steps": 700}, "unet": {"steps": 40}}}
+
+
+def test_frame_init_sets_the_frame_embeddings_of_a_fresh_or_trained_video_unet(world, tmp_path):
+    """--set frame_init=0.3 takes effect on a fresh video UNet (built as UNet3DFramePositions, zero embeddings) and
+    on the checkpoint's one (what train_nano.sh's video continuation asks for): with lr 0 the saved embeddings are
+    0.3 x the sinusoid table. Without it they stay zeros; on an image UNet it is refused."""
+    from diffusers.models.embeddings import SinusoidalPositionalEmbedding
+
+    def frame_embeddings(out: Path) -> dict[str, torch.Tensor]:
+        saved = load_file(out / "decoders" / "video" / "unet" / "diffusion_pytorch_model.safetensors")
+        return {k: v.float() for k, v in saved.items() if k.endswith("frame_embedding")}
+
+    def assert_sinusoids(embeddings: dict[str, torch.Tensor], scale: float) -> None:
+        assert embeddings
+        for key, value in embeddings.items():
+            table = SinusoidalPositionalEmbedding(value.shape[1], value.shape[0]).pe[0]
+            torch.testing.assert_close(value, scale * table, atol=1e-3, rtol=1e-3, msg=key)
+
+    zero = _args(world, tmp_path, modality="video", part="unet", lr=0.0)
+    run(zero)
+    assert all(not v.any() for v in frame_embeddings(zero.out).values())  # the default: zeros
+    on = replace(zero, run_dir=tmp_path / "runs_on", from_checkpoint=True, settings=("frame_init=0.3",))
+    run(on)
+    assert_sinusoids(frame_embeddings(zero.out), 0.3)
+    fresh = replace(zero, run_dir=tmp_path / "runs_fresh", out=tmp_path / "ckpt_fresh", settings=("frame_init=0.2",))
+    run(fresh)
+    assert_sinusoids(frame_embeddings(fresh.out), 0.2)
+    with pytest.raises(ValueError, match="video UNet"):
+        run(replace(fresh, modality="image", run_dir=tmp_path / "runs_image"))

@@ -15,7 +15,7 @@ import torch
 from conftest import make_world
 from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.encode import ENCODER_FILE, MediaEncoder
-from nextgpt.training.encoder import (METRICS_FILE, TimedCosine, binding_loss, embed_captions, from_pixels,
+from nextgpt.training.encoder import (METRICS_FILE, binding_loss, embed_captions, from_pixels,
                                      to_pixels)
 from nextgpt.training.foundation import caption_text, caption_vocabulary, captioned_items
 from nextgpt.world import ATTRIBUTES
@@ -68,17 +68,6 @@ def test_binding_loss_multi_positive():
     assert torch.isfinite(aligned) and aligned < 1.2 < shuffled  # the floor is log(items per caption) / 2
 
 
-def test_timed_cosine_ends_with_the_time_budget():
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
-    sched = TimedCosine(opt, peak_lr=1.0, warmup=2, steps=100, budget_s=60.0)
-    assert sched.set_lr(0) == pytest.approx(0.5)  # warm-up
-    sched.load_state_dict({"seconds": 30.0})  # half the time used at step 10: time dominates
-    assert sched.progress(10) == pytest.approx(0.5, abs=1e-3) and sched.set_lr(10) == pytest.approx(0.5, abs=1e-3)
-    sched.load_state_dict({"seconds": 60.0})
-    assert sched.progress(10) >= 1.0 and sched.set_lr(10) == pytest.approx(0.0, abs=1e-6)
-    assert TimedCosine(opt, 1.0, 2, 100, None).progress(50) == 0.5  # no budget: steps only
-
-
 def test_smoke_run_writes_files_and_resumes(world, tmp_path, caplog):
     script = _script()
     argv = ["--smoke", "--data", str(world), "--out", str(tmp_path / "ckpt"), "--run-dir", str(tmp_path / "run"),
@@ -88,7 +77,7 @@ def test_smoke_run_writes_files_and_resumes(world, tmp_path, caplog):
     assert (tmp_path / "run" / "state" / "trainable.safetensors").is_file()
     assert not (tmp_path / "ckpt" / "encoder").exists()
 
-    with caplog.at_level(logging.INFO, logger="nextgpt.training.encoder"):
+    with caplog.at_level(logging.INFO, logger="nextgpt.training.loop"):
         metrics = script.run(script.parse_args(argv), TINY)
     assert "resuming at step 2" in caplog.text
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

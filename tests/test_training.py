@@ -120,6 +120,27 @@ def test_projector_alignment_learns_on_cached_signal_states(tiny_model):
     assert after["nearest_colour_accuracy"] == after["nearest_shape_accuracy"] == 1.0
 
 
+def test_interrupted_projector_alignment_resumes_to_the_same_weights(tiny_model, tmp_path):
+    from nextgpt.training.projectors import AlignArgs, States, fit
+
+    projector = copy.deepcopy(tiny_model.output_projectors["image"]).float()
+    h, n = tiny_model.cfg.llm.hidden_size, tiny_model.cfg.decoder("image").num_signal_tokens
+    gen = torch.Generator().manual_seed(1)
+    hidden, embeds = torch.randn(6, n, h, generator=gen), torch.randn(6, n, h, generator=gen)
+    targets = torch.randn(6, *projector(hidden[:1], embeds[:1]).shape[1:], generator=gen)
+    states = States(hidden, embeds, targets, [f"c{i}" for i in range(6)], [None] * 6)
+    args = AlignArgs(steps=8, batch_size=4, lr=1e-2, weight_decay=0.01)
+    straight = copy.deepcopy(projector)
+    fit(straight, states, args, run_dir=tmp_path / "straight")
+    cut = copy.deepcopy(projector)
+    fit(cut, states, args, run_dir=tmp_path / "cut", stop_after=3)
+    resumed = copy.deepcopy(projector)  # a new process: the saved state is loaded over the starting weights
+    fit(resumed, states, args, run_dir=tmp_path / "cut")
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    assert not torch.equal(straight.fc.weight, projector.fc.weight)  # it trained
+
+
 def test_standardized_input_trains_and_folds_back_into_the_same_layer(tiny_model):
     """The projector's input layer trains on standardized inputs and leaves as the same keys and function."""
     import copy

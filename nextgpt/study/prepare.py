@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from nextgpt import files
 from nextgpt.config import MODALITY_INFO, Modality
 from nextgpt.study.assign import answer_keys
 from nextgpt.study.spec import Item, Study, StudyError, System
@@ -74,12 +75,7 @@ def _answer_path(study: Study, key: str, item_id: str) -> Path:
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    files.write_json(path, record, indent=1)
 
 
 def _store_media(study: Study, write: Callable[[Path], Any], suffix: str) -> str:

@@ -30,8 +30,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -47,8 +45,9 @@ from tqdm import tqdm
 
 from nextgpt.config import EncoderConfig, Modality
 from nextgpt.encode import CLIP_MEAN, CLIP_STD, ENCODER_FILE, TOWER, MediaEncoder
-from nextgpt.training.foundation import caption_text, caption_vocabulary, captioned_items, read_one, write_json
-from nextgpt.training.loop import data_order, load_state, save_state
+from nextgpt.files import atomic_path, write_json
+from nextgpt.training.foundation import caption_text, caption_vocabulary, captioned_items, read_one
+from nextgpt.training.loop import Batch, LoopSettings, Stream, fit, main_first, on_main
 from nextgpt.world import ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -163,16 +162,15 @@ def build_bank(
             return pixels
 
         first = prepare(items[0])
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npy")
         dtype = np.float32 if modality == Modality.AUDIO else np.uint8
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(items), *first.shape))
-        with ThreadPoolExecutor(workers) as pool:
-            for i in tqdm(range(0, len(items), chunk), desc=f"preprocess {split} {modality.value}", disable=None):
-                for j, x in enumerate(pool.map(prepare, items[i : i + chunk])):
-                    arr[i + j] = x.numpy()
-        arr.flush()
-        del arr
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(items), *first.shape))
+            with ThreadPoolExecutor(workers) as pool:
+                for i in tqdm(range(0, len(items), chunk), desc=f"preprocess {split} {modality.value}", disable=None):
+                    for j, x in enumerate(pool.map(prepare, items[i : i + chunk])):
+                        arr[i + j] = x.numpy()
+            arr.flush()
+            del arr
         log.info("cached %d %s %s inputs in %s (%.0f s)", len(items), split, modality.value, path,
                  time.perf_counter() - t0)
     return MediaBank(modality, np.load(path, mmap_mode="r"), caption_ids)
@@ -329,45 +327,6 @@ def save_encoder(enc: MediaEncoder, folder: Path, test: dict[Modality, MediaBank
 
 
 # ---- the run ----------------------------------------------------------------------------------------------
-class TimedCosine:
-    """Linear warm-up, then cosine decay to 0 over whichever runs out first: `steps`, or `budget_s` seconds
-    of training (a shared machine's speed varies; the run must end in time with a fully decayed lr).
-
-    It holds the seconds trained so far; they are saved and restored with the optimiser (``state_dict``),
-    so a resumed run continues the same schedule.
-    """
-
-    def __init__(self, opt: torch.optim.Optimizer, peak_lr: float, warmup: int, steps: int,
-                 budget_s: float | None) -> None:
-        self.opt, self.peak_lr, self.warmup, self.steps, self.budget_s = opt, peak_lr, warmup, steps, budget_s
-        self.seconds = 0.0
-        self._last = time.perf_counter()
-
-    def tick(self) -> None:
-        """Add the wall time since the last tick (call once per step, and after resuming)."""
-        now = time.perf_counter()
-        self.seconds += now - self._last
-        self._last = now
-
-    def progress(self, step: int) -> float:
-        """0 at the start, 1 when the steps or the time budget are used up."""
-        return max(step / self.steps, self.seconds / self.budget_s if self.budget_s else 0.0)
-
-    def set_lr(self, step: int) -> float:
-        warm = min(1.0, (step + 1) / max(1, self.warmup))
-        lr = self.peak_lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, self.progress(step))))
-        for group in self.opt.param_groups:
-            group["lr"] = lr
-        return lr
-
-    def state_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.seconds = float(state["seconds"])
-        self._last = time.perf_counter()
-
-
 def train_encoder(
     cfg: EncoderConfig, data: Path, out: Path, run_dir: Path, settings: EncoderTraining, *,
     cache: Path | None = None, stop_after: int | None = None,
@@ -380,9 +339,8 @@ def train_encoder(
     interruption).
     """
     s = settings
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / "run.json", {"encoder": dataclasses.asdict(cfg), "training": dataclasses.asdict(s),
-                                      "data": str(data), "out": str(out)})
+    on_main(lambda: write_json(run_dir / "run.json", {"encoder": dataclasses.asdict(cfg), "out": str(out),
+                                                      "training": dataclasses.asdict(s), "data": str(data)}))
     # 1. model: ImageBind at random init, every tower trainable
     torch.manual_seed(s.seed)
     enc = MediaEncoder(cfg)
@@ -390,73 +348,53 @@ def train_encoder(
     log.info("ImageBind: %.2fM parameters", sum(p.numel() for p in enc.model.parameters()) / 1e6)
     # 2. media, preprocessed once; the captions' tokens
     cache = cache or run_dir / "cache"
-    train = build_banks(enc, data, "train", cache, s.limit)
-    val = build_banks(enc, data, "val", cache, s.limit) if s.eval_every else None
+    train = main_first(lambda: build_banks(enc, data, "train", cache, s.limit))
+    val = main_first(lambda: build_banks(enc, data, "val", cache, s.limit)) if s.eval_every else None
     tokens = {m: enc.tokenize([caption_text(m, a) for a in caption_vocabulary(m)]) for m in Modality}
-    # 3. optimiser, schedule, resumed state
-    opt = torch.optim.AdamW(enc.model.parameters(), lr=s.lr, betas=(0.9, 0.95), weight_decay=s.weight_decay)
-    budget = s.max_minutes * 60 if s.max_minutes else None
-    sched = TimedCosine(opt, s.lr, min(s.warmup, s.steps // 5), s.steps, budget)
-    start = load_state(run_dir, enc.model, opt, sched)
-    if start:
-        log.info("resuming at step %d (%.0f s trained)", start, sched.seconds)
-    batch = {m: s.audio_batch_size if m == Modality.AUDIO else s.batch_size for m in Modality}
-    order = {m: data_order(len(train[m]), s.steps, batch[m], s.seed + 1000 * k) for k, m in enumerate(Modality)}
-    # 4. train
-    enc.model.train()  # ImageBind's drop-path is on while training (MediaEncoder.train would keep it off)
-    step, row = start, {}
-    bar = tqdm(total=s.steps, initial=start, desc="encoder", disable=None)
-    with open(run_dir / "log.jsonl", "a") as logf:
-        while step < s.steps:
-            sched.tick()
-            if sched.progress(step) >= 1.0:
-                log.info("time budget of %.1f min used up after %d steps", s.max_minutes, step)
-                if row and not row.get("logged"):
-                    logf.write(json.dumps(row) + "\n")
-                break
-            lr = sched.set_lr(step)
-            rng = np.random.default_rng([s.seed, step])  # clip choice: fixed by seed and step (resumable)
-            losses = _step_losses(enc, train, tokens, {m: order[m][step] for m in Modality}, rng, s.single_clip)
-            loss = sum(losses.values())
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(enc.model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            bar.update()
-            row = {"step": step, "loss": loss.item(), **{m.value: v.item() for m, v in losses.items()},
-                   "scale": logit_scale(enc.model, Modality.IMAGE).item(), "lr": lr,
-                   "seconds": round(sched.seconds, 1)}
-            bar.set_postfix({k: f"{row[k]:.3f}" for k in ("loss", *(m.value for m in Modality))})
-            if val is not None and step % s.eval_every == 0:
-                row["val"] = evaluate(enc, val)["zero_shot"]
-                enc.model.train()
-                log.info("step %d val zero-shot %s", step, json.dumps(row["val"]))
-            if step % s.log_every == 0 or step == s.steps or "val" in row:
-                logf.write(json.dumps(row) + "\n")
-                logf.flush()
-                row["logged"] = True
-            if step % s.save_every == 0 or step == s.steps or step == stop_after:
-                sched.tick()
-                save_state(run_dir, step, enc.model, opt, sched)
-            if step == stop_after and step < s.steps:
-                return {"stopped_at": step, "loss": row["loss"]}
-    bar.close()
-    if row and step % s.save_every and step < s.steps:  # ended by the time budget between two saves
-        save_state(run_dir, step, enc.model, opt, sched)
-    # 5. evaluate on the held-out test split, save the weights (fp16 if lossless) and the figures
-    t0 = time.perf_counter()
-    test = build_banks(enc, data, "test", cache, s.limit)
-    scores = evaluate(enc, test, train)
+    # 3. train on the one loop: a stream of examples per modality, the cosine ending with the time budget
+    streams = {m.value: Stream(len(train[m]), s.audio_batch_size if m == Modality.AUDIO else s.batch_size)
+               for m in Modality}
+    loop = LoopSettings(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup=min(s.warmup, s.steps // 5),
+                        schedule="cosine_from_start", max_minutes=s.max_minutes, betas=(0.9, 0.95),
+                        weight_decay=s.weight_decay, save_every=s.save_every, log_every=s.log_every, seed=s.seed)
+
+    def loss_fn(batch: Batch) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([s.seed, batch.step, *([batch.process] if batch.processes > 1 else [])])
+        idx = {m: batch.streams[m.value].numpy() for m in Modality}  # clip choice above: fixed by seed and step
+        losses = _step_losses(enc, train, tokens, idx, rng, s.single_clip)
+        return {"loss": sum(losses.values()), **{m.value: v for m, v in losses.items()},
+                "scale": logit_scale(enc.model, Modality.IMAGE).detach()}
+
+    def evaluate_val(step: int, row: dict[str, Any]) -> bool:
+        if val is None or step % s.eval_every:
+            return False
+        row["val"] = evaluate(enc, val)["zero_shot"]
+        enc.model.train()  # ImageBind's drop-path is on while training (MediaEncoder.train would keep it off)
+        log.info("step %d val zero-shot %s", step, json.dumps(row["val"]))
+        return True
+
+    fitted = fit("encoder", enc.model, loss_fn, streams, loop, run_dir, after_step=evaluate_val,
+                 stop_after=stop_after)
+    if "stopped_at" in fitted.summary:
+        return {"stopped_at": fitted.summary["stopped_at"], "loss": fitted.summary["final"]["loss"]}
+    step = fitted.summary["steps"]
+    # 5. evaluate on the held-out test split, save the weights (fp16 if lossless) and the figures (main process)
     folder = out / "encoder"
-    dtype = save_encoder(enc, folder, test, scores["zero_shot"])
-    rows = (run_dir / "log.jsonl").read_text().splitlines()
-    metrics = {"steps": step, "seconds": round(sched.seconds, 1),
-               "final_loss": json.loads(rows[-1])["loss"] if rows else None,
-               "ended_by": "steps" if step == s.steps else "time budget",
-               "eval_seconds": round(time.perf_counter() - t0, 1),
-               "dtype": dtype, "split": "test", "items": {m.value: len(b) for m, b in test.items()}, **scores,
-               "training": dataclasses.asdict(s), "encoder": dataclasses.asdict(cfg)}
-    write_json(folder / METRICS_FILE, metrics)
-    log.info("saved %s (%s) and %s", folder / ENCODER_FILE, dtype, METRICS_FILE)
-    return metrics
+
+    def finish() -> None:
+        t0 = time.perf_counter()
+        test = build_banks(enc, data, "test", cache, s.limit)
+        scores = evaluate(enc, test, train)
+        dtype = save_encoder(enc, folder, test, scores["zero_shot"])
+        rows = (run_dir / "log.jsonl").read_text().splitlines()
+        metrics = {"steps": step, "seconds": fitted.summary["seconds"],
+                   "final_loss": json.loads(rows[-1])["loss"] if rows else None,
+                   "ended_by": fitted.summary["ended_by"],
+                   "eval_seconds": round(time.perf_counter() - t0, 1),
+                   "dtype": dtype, "split": "test", "items": {m.value: len(b) for m, b in test.items()}, **scores,
+                   "training": dataclasses.asdict(s), "encoder": dataclasses.asdict(cfg)}
+        write_json(folder / METRICS_FILE, metrics)
+        log.info("saved %s (%s) and %s", folder / ENCODER_FILE, dtype, METRICS_FILE)
+
+    on_main(finish)
+    return json.loads((folder / METRICS_FILE).read_text())

@@ -11,14 +11,11 @@ circle.") is read back with the world's own caption parser and rewritten as the 
 from __future__ import annotations
 
 import itertools
-import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -83,9 +80,3 @@ def read_all(modality: Modality | str, paths: Sequence[Path], workers: int = 2) 
         return list(pool.map(partial(read_one, modality), paths))
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Atomic JSON write (temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

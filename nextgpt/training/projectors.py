@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from nextgpt.config import Modality
+from nextgpt.files import torch_save, write_json
 from nextgpt.world import parse_caption
 
 log = logging.getLogger(__name__)
@@ -209,32 +211,29 @@ def reinitialise(projector: torch.nn.Module) -> None:
             module.reset_parameters()
 
 
-def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str = "align") -> list[dict[str, float]]:
-    """AdamW with warmup + cosine on the cached states; returns the loss log (every 100 steps)."""
-    from transformers import get_cosine_schedule_with_warmup
+def fit(projector: torch.nn.Module, states: States, args: AlignArgs, desc: str = "align",
+        run_dir: Path | None = None, *, stop_after: int | None = None) -> list[dict[str, float]]:
+    """The loop's AdamW (betas 0.9/0.95) with warm-up + cosine on the cached states; returns the loss every 100
+    steps of this run. Batches are shuffled epochs of the states, fixed by the seed: resumable from `run_dir`
+    (`stop_after` saves the state there and returns, as a killed process would have)."""
+    from nextgpt.training.loop import Batch, LoopSettings
+    from nextgpt.training.loop import fit as loop_fit
 
-    projector.train().requires_grad_(True)
+    projector.requires_grad_(True)
     dtype = next(projector.parameters()).dtype
-    opt = torch.optim.AdamW(projector.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, min(100, args.steps // 10), args.steps)
-    gen = torch.Generator().manual_seed(args.seed)
     n = len(states.captions)
-    history = []
-    bar = tqdm(range(args.steps), desc=desc, mininterval=10)
-    for step in bar:
-        idx = torch.randint(n, (min(args.batch_size, n),), generator=gen)
-        pred = projector(states.hidden[idx].to(dtype), states.embeds[idx].to(dtype))
-        loss = torch.nn.functional.mse_loss(pred.float(), states.targets[idx])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if (step + 1) % 100 == 0 or step + 1 == args.steps:
-            history.append({"step": step + 1, "mse": loss.item()})
-            bar.set_postfix(mse=f"{loss.item():.4f}")
+    settings = LoopSettings(steps=args.steps, batch_size=min(args.batch_size, n), lr=args.lr, betas=(0.9, 0.95),
+                            weight_decay=args.weight_decay, warmup=min(100, args.steps // 10), seed=args.seed,
+                            save_every=500, log_every=100)
+
+    def loss_fn(batch: Batch) -> dict[str, torch.Tensor]:
+        pred = projector(states.hidden[batch.index].to(dtype), states.embeds[batch.index].to(dtype))
+        return {"loss": torch.nn.functional.mse_loss(pred.float(), states.targets[batch.index])}
+
+    fitted = loop_fit(desc, projector, loss_fn, n, settings, run_dir, stop_after=stop_after)
     projector.eval().requires_grad_(False)
-    return history
+    return [{"step": r["step"], "mse": r["loss"]} for r in fitted.history
+            if r["step"] % 100 == 0 or r["step"] == args.steps]
 
 
 def _state_inputs(checkpoint: Path) -> list[tuple[str, int, int]]:
@@ -250,6 +249,7 @@ def _state_inputs(checkpoint: Path) -> list[tuple[str, int, int]]:
 def align_projectors(args: AlignArgs) -> dict[str, Any]:
     from nextgpt.loading import save_checkpoint
     from nextgpt.model import NextGPT
+    from nextgpt.training.loop import on_main
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -271,7 +271,9 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
         train = split_states(model, args.data, "train", limit, args.max_len, chosen, args.seed)
         val = split_states(model, args.data, "val", max(1, (limit or 400) // 4), args.max_len, chosen, args.seed)
         if not args.smoke:
-            torch.save({"key": key, "train": train, "val": val}, cache)
+            on_main(lambda: torch_save({"key": key, "train": train, "val": val}, cache))
+        # a saved alignment state belongs to the states it trained on: new states start every projector afresh
+        on_main(lambda: [shutil.rmtree(args.run_dir / m.value / "state", ignore_errors=True) for m in Modality])
     summary: dict[str, Any] = {"args": {k: str(v) for k, v in asdict(args).items()}, "modalities": {}}
     steps = 5 if args.smoke else args.steps
     run_args = AlignArgs(**{**asdict(args), "steps": steps})
@@ -288,16 +290,16 @@ def align_projectors(args: AlignArgs) -> dict[str, Any]:
             reinitialise(projector)
         if args.standardize:
             with standardized_input(projector, *input_statistics(states), fresh=args.fresh):
-                history = fit(projector, states, run_args, f"align {modality.value}")
+                history = fit(projector, states, run_args, f"align {modality.value}", args.run_dir / modality.value)
         else:
-            history = fit(projector, states, run_args, f"align {modality.value}")
+            history = fit(projector, states, run_args, f"align {modality.value}", args.run_dir / modality.value)
         after = measure(projector, val[modality], candidates, modality)
         summary["modalities"][modality.value] = {"train_blocks": len(states.captions), "before": before,
                                                  "after": after, "history": history}
         log.info("%s projector: val %s -> %s", modality.value, before, after)
-    save_checkpoint(model, args.checkpoint, parts=("output",))
     summary["seconds"] = time.perf_counter() - t0
-    (args.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    on_main(lambda: (save_checkpoint(model, args.checkpoint, parts=("output",)),
+                     write_json(args.run_dir / "summary.json", summary)))
     return summary
 
 

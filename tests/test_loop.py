@@ -1,0 +1,160 @@
+"""Tests for nextgpt.training.loop, the one training loop: schedule, time budget, resume, and several processes
+(`accelerate launch --num_processes 2` on the CPU, gloo) against one process with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import free_port
+from nextgpt.training.loop import Batch, LoopSettings, fit, lr_factor
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "loop_worker.py"
+DDP = ROOT / "nextgpt" / "configs" / "accelerate" / "ddp.yaml"
+
+
+def test_cosine_schedule_is_transformers_warmup_cosine():
+    from transformers import get_cosine_schedule_with_warmup
+
+    settings = LoopSettings(steps=30, batch_size=1, lr=1.0, warmup=5)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_cosine_schedule_with_warmup(opt, 5, 30)
+    for step in range(30):
+        assert lr_factor(settings, step, 5, 0.0) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12), step
+        opt.step()
+        sched.step()
+
+
+def test_time_budget_ends_the_cosine():
+    budget = LoopSettings(steps=100, batch_size=1, lr=1.0, warmup=2, schedule="cosine_from_start", max_minutes=1.0)
+    assert lr_factor(budget, 0, 2, 0.0) == pytest.approx(0.5)  # warm-up
+    assert lr_factor(budget, 10, 2, 30.0) == pytest.approx(0.5, abs=1e-3)  # half the time used: time dominates
+    assert lr_factor(budget, 10, 2, 60.0) == pytest.approx(0.0, abs=1e-6)
+    steps_only = LoopSettings(steps=100, batch_size=1, lr=1.0, warmup=2, schedule="cosine_from_start")
+    assert lr_factor(steps_only, 50, 2, 1e6) == pytest.approx(0.5)  # no budget: steps only
+    with pytest.raises(ValueError, match="schedule"):
+        LoopSettings(steps=1, batch_size=1, lr=1.0, schedule="linear")
+
+
+def _regression(noise: bool = True):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(24, 3, generator=gen)
+    y = x.sum(1, keepdim=True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+    def loss_fn(batch: Batch) -> dict[str, torch.Tensor]:
+        jitter = 0.1 * torch.randn(len(batch.index), 3, generator=batch.generator) if noise else 0.0
+        err = model(x[batch.index] + jitter) - y[batch.index]
+        return {"loss": err.pow(2).mean(), "mae": err.abs().mean().detach()}
+
+    return model, loss_fn
+
+
+def test_budget_run_stops_saves_and_logs_its_last_step(tmp_path):
+    model, inner = _regression()
+
+    def slow(batch: Batch) -> dict[str, torch.Tensor]:
+        time.sleep(0.05)
+        return inner(batch)
+
+    settings = LoopSettings(steps=1000, batch_size=4, lr=1e-2, max_minutes=0.25 / 60, save_every=500, log_every=500)
+    fitted = fit("budget", model, slow, 24, settings, tmp_path / "run")
+    assert fitted.summary["ended_by"] == "time budget" and 1 <= fitted.summary["steps"] < 1000
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == fitted.summary["steps"]
+    again = fit("budget", _regression()[0], slow, 24, settings, tmp_path / "run")  # resumed: the budget is spent
+    assert again.summary["steps"] == fitted.summary["steps"] and again.summary["ended_by"] == "time budget"
+
+
+def test_interrupted_run_with_ema_and_random_draws_resumes_to_the_same_weights(tmp_path):
+    settings = LoopSettings(steps=7, batch_size=4, lr=1e-2, warmup=2, ema_decay=0.9, save_every=3, log_every=1, seed=5)
+    model, loss_fn = _regression()
+    straight = fit("r", model, loss_fn, 24, settings, tmp_path / "straight").module.state_dict()
+
+    model, loss_fn = _regression()
+    stopped = fit("r", model, loss_fn, 24, settings, tmp_path / "cut", stop_after=4)
+    assert stopped.summary["stopped_at"] == 4
+    model, loss_fn = _regression()  # a new process: fresh weights, the state loaded over them
+    resumed = fit("r", model, loss_fn, 24, settings, tmp_path / "cut")
+    assert [r["step"] for r in resumed.history] == [5, 6, 7]
+    got = resumed.module.state_dict()
+    assert all(torch.equal(got[k], straight[k]) for k in straight)
+    rows = [json.loads(line)["step"] for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_in_memory_fit_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, loss_fn = _regression(noise=False)
+    fitted = fit("m", model, loss_fn, 24, LoopSettings(steps=20, batch_size=8, lr=3e-2), None)
+    assert fitted.history[-1]["loss"] < fitted.history[0]["loss"] and not list(tmp_path.iterdir())
+
+
+def _launch(tmp: Path, trainer: str, processes: int, *extra: str) -> list[dict]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    if processes == 1:
+        cmd = [sys.executable, str(WORKER), trainer, str(tmp / "run"), *extra]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP), "--num_processes",
+               str(processes), "--main_process_port", str(free_port()), str(WORKER), trainer, str(tmp / "run"), *extra]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((tmp / f"seen-{i}.json").read_text()) for i in range(processes)]
+
+
+def _files(run_dir: Path) -> list[str]:
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*"))
+
+
+def test_two_processes_end_with_the_weights_of_one_at_the_same_global_batch(tmp_path):
+    one = _launch(tmp_path / "one", "regression", 1)[0]
+    two = _launch(tmp_path / "two", "regression", 2)
+    assert [p["processes"] for p in two] == [2, 2] and one["processes"] == 1
+    # data sharded: each process took half of every step's batch, together the one process's batch
+    for step, batch in enumerate(one["seen"]):
+        assert two[0]["seen"][step] + two[1]["seen"][step] == batch
+        assert not set(two[0]["seen"][step]) & set(two[1]["seen"][step])
+    # gradients synchronised: both processes end with the one process's weights (EMA included)
+    for proc in two:
+        for key, value in one["weights"].items():
+            torch.testing.assert_close(torch.tensor(proc["weights"][key]), torch.tensor(value), atol=1e-6, rtol=1e-5)
+    assert two[0]["summary"]["final"]["loss"] == pytest.approx(one["summary"]["final"]["loss"], rel=1e-5)
+    # only the main process wrote: the same files as one process, one log row per step
+    assert _files(tmp_path / "two" / "run") == _files(tmp_path / "one" / "run")
+    rows = (tmp_path / "two" / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == list(range(1, 7))
+
+
+def test_llm_stage_trains_under_two_processes(tmp_path):
+    two = _launch(tmp_path, "stage", 2)
+    assert two[0]["losses"] == two[1]["losses"] and len(two[0]["losses"]) == 4  # the logged mean of both
+    assert all(torch.isfinite(torch.tensor(two[0]["losses"])))
+    written = {p.name for p in (tmp_path / "run" / "ckpt").iterdir()}
+    assert written == {"config.json", "output_projectors.safetensors", "token_rows.safetensors"}
+    rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_decoder_parts_train_and_evaluate_under_two_processes(tmp_path):
+    """The decoders' orchestration under 2 processes: caches and components written once, by the main process,
+    the evaluation run there alone; both processes log the same (averaged) losses."""
+    from conftest import make_world
+
+    world = make_world(tmp_path / "world", ("train", "val", "test"), n=4, n_dialogues=0)
+    two = _launch(tmp_path, "decoders", 2, "--world", str(world))
+    assert two[0]["parts"] == two[1]["parts"] == ["image/eval", "image/unet", "image/vae"]
+    losses = [{part: {k: v for k, v in row.items() if k != "seconds"} for part, row in p["final"].items()} for p in two]
+    assert losses[0] == losses[1] and set(losses[0]) == {"image/vae", "image/unet"}
+    folder = tmp_path / "run" / "ckpt" / "decoders"
+    assert (folder / "image" / "vae").is_dir() and (folder / "image" / "unet").is_dir()
+    assert "image" in json.loads((folder / "metrics.json").read_text())
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name or p.name.endswith(".old")]
