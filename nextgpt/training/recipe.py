@@ -141,8 +141,8 @@ NANO: tuple[Step, ...] = (
                   run_dir="decoders_video_sign", from_checkpoint=True, settings=_VIDEO_SIGN,
                   note="trains on as UNet3DFramePositions with zero-terminal-SNR betas and a hinge: the true "
                        "caption must beat its reversed-direction twin by 2 % (weight 4), so left/right follow "
-                       "the caption rather than the seed. frame_init applies only to a stock UNet3D: the nano "
-                       "video UNet is built with (zero) frame positions, so from scratch it has no effect"),
+                       "the caption rather than the seed. frame_init sets the frame embeddings to 0.3 x "
+                       "sinusoids before it trains on (what the shipped UNet holds)"),
          _decoder("decoders_video_vae_decoder_fg", "video", "vae_decoder", 800, 8, 5e-4,
                   *_m("video_vae_decoder_fg", 800), run_dir="decoders_video_fg",
                   settings={"foreground_weight": 10.0},

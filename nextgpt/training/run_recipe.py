@@ -29,7 +29,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nextgpt.training.foundation import write_json
+from nextgpt.files import write_json
 from nextgpt.training.recipe import Step, find, get, total_minutes
 
 log = logging.getLogger(__name__)
@@ -183,14 +183,9 @@ def decoder_args(step: Step, run: RecipeRun, threads: int) -> tuple[Any, int | N
     s = dict(step.settings)
     stop_after, sets = s.pop("stop_after", None), s.pop("set", {})
     s.pop("threads", None)
-    if run.smoke:  # the trainer's own smoke sizes and steps, the part's prediction type (what its settings assume)
+    if run.smoke:  # the trainer's own smoke sizes and steps
         s = {k: v for k, v in s.items() if k not in ("steps", "batch_size", "lr")}
         stop_after = SMOKE_STOP_AFTER if stop_after else None
-        if s["part"] == "unet":
-            from nextgpt.config import Modality
-            from nextgpt.training.decoders import RECIPES
-
-            sets = {"prediction": RECIPES[Modality(s["modality"])].parts["unet"].prediction, **sets}
     args = DecoderTrainArgs(data=run.data, out=run.out, run_dir=run.runs / s.pop("run_dir"), threads=threads,
                             smoke=run.smoke, settings=tuple(f"{k}={_flag(v)}" for k, v in sets.items()), **s)
     return args, stop_after

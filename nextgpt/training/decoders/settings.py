@@ -119,7 +119,7 @@ def _settings(args: DecoderTrainArgs, recipe: Recipe, part: str) -> PartSettings
     base = recipe.parts[part]
     if args.smoke:
         base = replace(SMOKE_SETTINGS, ema_decay=0.9 if base.ema_decay else 0.0, cond_dropout=base.cond_dropout,
-                       snr_gamma=base.snr_gamma)
+                       snr_gamma=base.snr_gamma, prediction=base.prediction)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
     return replace(base, **overrides, **parse_settings(args.settings))
