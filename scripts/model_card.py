@@ -356,7 +356,9 @@ def main() -> None:
         "## Results", "", *results_section(args.eval), "",
         "## Reproduce", "",
         "```bash",
-        "python -m nextgpt train --recipe nano                           # the weights (the recipe, planned ~3.9 h)",
+        ("python -m nextgpt train --recipe nano                           # the weights (the recipe, planned ~3.9 h)"
+         if (args.checkpoint / "recipe.json").is_file() else
+         "python -m nextgpt train --recipe nano   # the recipe (planned ~3.9 h); these weights predate it (below)"),
         f"{eval_command(meta)}   # the report",
         "python scripts/model_card.py --checkpoint checkpoints/nano --eval benchmarks   # this card",
         "```", "",
