@@ -9,8 +9,10 @@ in a package and is never written to the checkpoint. The parts of one modality t
     vae      AutoencoderKL on world media (images; video frames; AudioLDM log-mel spectrograms): MSE + small KL,
              then `scaling_factor` = 1 / RMS of the latents (SD's "latent std", about zero: the stock
              pipelines divide by it and never shift)
-    vocoder  (audio) SpeechT5HifiGan, log-mel -> waveform: L1 on the log-mel of its output + multi-resolution
-             STFT loss (no GAN: the world's sounds are tones and buzzes)
+    vocoder  (audio) HarmonicHifiGan (SpeechT5HifiGan + a harmonic source at the mel's pitch, nextgpt/vocoder.py),
+             log-mel -> waveform: L1 on the log-mel of its output + multi-resolution STFT loss with a floor under
+             the target's peak (`audio_losses.spectral_loss`: a buzz's harmonics count); no GAN: the world's sounds
+             are tones and buzzes
     unet     DDPM loss on scaled latents (DDPMScheduler with the pipeline scheduler's betas; epsilon target for
              the image, v for audio and video, written to the pipeline's scheduler config), conditioned on the
              frozen caption encodings, 10 % of them replaced by the encoding of "" so classifier-free guidance works
@@ -64,6 +66,7 @@ from nextgpt.decoder_configs import (
     instantiate,
     nano_decoder_components,
 )
+from nextgpt.training.audio_losses import spectral_loss
 from nextgpt.training.foundation import captioned_items, read_all, write_json
 from nextgpt.training.loop import data_order
 from nextgpt.unet3d import UNet3DFramePositions
@@ -209,19 +212,6 @@ class LogMel(nn.Module):
         magnitude = torch.sqrt(spec.real ** 2 + spec.imag ** 2 + 1e-9)  # (B, F, T); smooth at 0
         mel = self.basis @ magnitude  # (B, M, T)
         return torch.log(mel.clamp(min=MEL_FLOOR)).transpose(1, 2)  # (B, T, M)
-
-
-def stft_loss(pred: Tensor, target: Tensor,
-              resolutions: Sequence[tuple[int, int]] = ((2048, 512), (1024, 256), (512, 128), (256, 64))) -> Tensor:
-    """Multi-resolution STFT loss (spectral convergence + log-magnitude L1) between (B, N) waveforms."""
-    total = pred.new_zeros(())
-    for n_fft, hop in resolutions:
-        window = torch.hann_window(n_fft, device=pred.device)
-        p, t = (torch.stft(w, n_fft, hop, window=window, return_complex=True).abs().clamp(min=1e-7)
-                for w in (pred, target))  # (B, F, T)
-        total = total + torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
-        total = total + (t.log() - p.log()).abs().mean()
-    return total / len(resolutions)
 
 
 # ---- world media, decoded once ----------------------------------------------------------------------
@@ -537,7 +527,7 @@ def train_vae(pipe: DiffusionPipeline, media: WorldMedia, settings: PartSettings
 
 def train_vocoder(pipe: DiffusionPipeline, media: WorldMedia, settings: PartSettings, run_dir: Path, *, seed: int,
                   stop_after: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """SpeechT5HifiGan on random `segment_frames`-frame windows: mel L1 of its output + multi-resolution STFT."""
+    """The vocoder on random `segment_frames`-frame windows: mel L1 of its output + multi-resolution STFT."""
     vocoder = pipe.vocoder.float().requires_grad_(True)
     if media.waves is None:
         raise ValueError("the vocoder trains on audio media")
@@ -552,7 +542,7 @@ def train_vocoder(pipe: DiffusionPipeline, media: WorldMedia, settings: PartSett
         pred = vocoder(mel)  # (B, seg * hop)
         # log-mels compared above a floor: the loss goes to the tones and harmonics, not to the depth of silence
         mel_l1 = (logmel(pred).clamp(min=VOCODER_LOSS_FLOOR) - logmel(wave).clamp(min=VOCODER_LOSS_FLOOR)).abs().mean()
-        stft = stft_loss(pred, wave)
+        stft = spectral_loss(pred, wave)  # log magnitudes floored under the target's peak: the harmonics count
         return {"loss": mel_l1 + 2.0 * stft, "mel_l1": mel_l1, "stft": stft}
 
     return fit("vocoder", vocoder, loss_fn, len(media.captions), settings, run_dir, seed=seed, stop_after=stop_after)
@@ -897,6 +887,6 @@ def run(args: DecoderTrainArgs, *, stop_after: int | None = None) -> dict[str, A
 
 __all__ = [
     "DecoderSizes", "DecoderTrainArgs", "LogMel", "PARTS", "PartSettings", "RECIPES", "Recipe", "WorldMedia",
-    "cache_latents", "evaluate", "fit", "load_media", "run", "run_part", "stft_loss", "train_unet", "train_vae",
+    "cache_latents", "evaluate", "fit", "load_media", "run", "run_part", "train_unet", "train_vae",
     "train_vocoder", "vae_round_trip",
 ]
