@@ -12,8 +12,8 @@ fundamental the network can write, so the loss-optimal output is a sine near the
 al. 2019): a source that carries the phase the frames lack. Here the pitch of each frame is the power-weighted
 centre of the loudest mel bin and its neighbours (the overlapping triangular filters place a world tone within
 0.1 %), its phase is integrated sample by sample, and `harmonics` sines at k x pitch are added to the HiFi-GAN's
-output with amplitudes read off the log-mel at k x pitch (one learnt gain and offset per harmonic, plus a learnt
-3-frame convolution over the whole mel). Sound with no harmonic lines (noise, silence) leaves the source silent.
+output with amplitudes read off the log-mel at k x pitch (its loudest bin within 5 %; one learnt gain and offset
+per harmonic, plus a learnt 3-frame convolution over the whole mel). Sound with no harmonic lines (noise, silence) leaves the source silent.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from transformers import PreTrainedModel, SpeechT5HifiGan, SpeechT5HifiGanConfig
 from transformers.audio_utils import mel_filter_bank
 
 MEL_N_FFT = 1024  # the STFT behind the AudioLDM log-mel the vocoder reads (window 1024, hop 160, 64 slaney bins)
+PITCH_TOLERANCE = 0.05  # a harmonic's level is read from the mel bins within 5 % of its frequency
 MAX_LOG_AMPLITUDE = 1.0  # log-amplitudes of the source's sines are clamped here (e^1 = 2.7: far above the 0.5 peak)
 
 
@@ -66,20 +67,19 @@ class HarmonicHifiGan(SpeechT5HifiGan):
 
     def source(self, log_mel: Tensor, samples: int) -> Tensor:
         """(B, T, M) log-mel -> (B, samples) sum of harmonic sines at the mel's pitch."""
-        hop = samples // log_mel.shape[1]
         f0 = self.pitch(log_mel).detach()  # (B, T)
         k = torch.arange(1, self.harmonics + 1, device=log_mel.device, dtype=torch.float32)  # (K,)
-        # log-mel at k x pitch, interpolated between bin centres: (B, T, K)
+        # log-mel at k x pitch: the loudest bin within PITCH_TOLERANCE of it (a pitch read 3 % off, as from a VAE's
+        # smoothed mel, is 7 x 3 % off at the 7th harmonic; the nearest bin always counts): (B, T, K)
         centres = self.centres(log_mel.device)
-        target = (f0[..., None] * k).clamp(max=float(centres[-1]))
-        index = torch.searchsorted(centres, target.contiguous()).clamp(1, len(centres) - 1)
-        lo, hi = centres[index - 1], centres[index]
-        frac = ((target - lo) / (hi - lo).clamp(min=1e-6)).clamp(0.0, 1.0)
-        level = torch.lerp(log_mel.gather(-1, index - 1), log_mel.gather(-1, index), frac)
+        target = f0[..., None] * k  # (B, T, K)
+        distance = (centres - target[..., None]).abs()  # (B, T, K, M)
+        near = (distance <= PITCH_TOLERANCE * target[..., None]) | (distance == distance.amin(-1, keepdim=True))
+        level = log_mel[:, :, None, :].expand_as(distance).masked_fill(~near, -torch.inf).amax(-1)
         mix = self.harmonic_mix(log_mel.transpose(1, 2)).transpose(1, 2)  # (B, T, K)
         log_amp = (self.harmonic_gain * level + self.harmonic_offset + mix).clamp(max=MAX_LOG_AMPLITUDE)
         amp = log_amp.exp() * (f0[..., None] * k < self.config.sampling_rate / 2 - 100.0)  # below Nyquist only
-        # frame i sits at the centre of samples [hop i, hop (i + 1)): interpolate per sample, integrate the phase
+        # frame i sits at the centre of its hop of samples: interpolate per sample, integrate the phase
         up = dict(size=samples, mode="linear", align_corners=False)
         f0_n = F.interpolate(f0[:, None], **up)[:, 0]  # (B, N)
         amp_n = F.interpolate(amp.transpose(1, 2), **up)  # (B, K, N)

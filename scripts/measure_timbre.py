@@ -93,7 +93,8 @@ def score(specs: Sequence[AudioSpec], waves: Sequence[np.ndarray]) -> dict[str, 
               for kind in ("tone", "buzz")}
     return {"sound": rate_of(sound, 0.5), "pitch+rhythm": rate_of(pitch_rhythm, 0.25),
             "all": rate_of([a and b for a, b in zip(sound, pitch_rhythm)], 0.125),
-            "sound_by_class": {f"{p} {k}": rate_of([ok for ok, sp in zip(sound, specs) if (sp.pitch, sp.sound) == (p, k)])
+            "sound_by_class": {f"{p} {k}": rate_of([ok for ok, sp in zip(sound, specs)
+                                                    if (sp.pitch, sp.sound) == (p, k)])
                                for p in ("low", "high") for k in ("tone", "buzz")},
             "unjudged": int(sum(j["sound"] is None for j in judged)),
             "buzz_ratio_median": {k: float(np.median(v)) if v else None for k, v in ratios.items()},

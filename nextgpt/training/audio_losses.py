@@ -9,7 +9,8 @@ is, which a vocoder can never fit; the lines themselves are a rounding error, an
 scores almost as well as one that writes the buzz. Here the log magnitudes are compared above a floor
 `floor_db` under each target's own peak (per example and resolution), as log(magnitude + floor): bins the target
 and the output both leave under it cost nothing, a missing harmonic costs its depth above the floor, and noise the
-output adds above it costs as much. Spectral convergence (linear magnitudes) keeps the loudest lines, the fundamental, exact.
+output adds above it costs as much. Spectral convergence (linear magnitudes) keeps the loudest line, the
+fundamental, exact.
 """
 
 from __future__ import annotations
