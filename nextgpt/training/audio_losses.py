@@ -5,12 +5,15 @@
 A world buzz is a band-limited square wave: besides its fundamental it has odd harmonics at 1/3, 1/5, 1/7 ...
 of its amplitude (-10, -14, -17 dB), a few narrow lines among thousands of silent STFT bins. Compared in log
 magnitude down to an absolute floor (1e-7, -140 dB), the loss is ruled by how deep the silence between the lines
-is, which a vocoder can never fit; the lines themselves are a rounding error, and a vocoder that writes a sine
-scores almost as well as one that writes the buzz. Here the log magnitudes are compared above a floor
-`floor_db` under each target's own peak (per example and resolution), as log(magnitude + floor): bins the target
-and the output both leave under it cost nothing, a missing harmonic costs its depth above the floor, and noise the
-output adds above it costs as much. Spectral convergence (linear magnitudes) keeps the loudest line, the
-fundamental, exact.
+is: against a 1150 Hz square wave, the square wave with white noise 35 dB down costs more than a clean sine
+(tests/test_audio_losses.py). Here the log magnitudes are compared above a floor `floor_db` under each target's
+own peak (per example and resolution), as log(magnitude + floor): bins the target and the output both leave
+under it cost nothing, a missing harmonic costs its depth above the floor, and noise the output adds above it
+costs as much. Spectral convergence (linear magnitudes) keeps the loudest line, the fundamental, exact.
+
+The loss alone does not make a plain HiFi-GAN write buzzes (it cannot, see nextgpt/vocoder.py); with the harmonic
+source it is the better of the two (VAE round trip -> vocoder, 700 steps: tone/buzz 113/120 against 109/120 with
+the absolute floor).
 """
 
 from __future__ import annotations
