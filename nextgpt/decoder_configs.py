@@ -39,6 +39,7 @@ from transformers import (
 
 from nextgpt.config import DecoderSpec, Modality
 from nextgpt.unet3d import UNet3DFramePositions
+from nextgpt.vocoder import HarmonicHifiGan
 
 ComponentTable = dict[str, tuple[type, dict[str, Any]]]
 
@@ -128,6 +129,7 @@ NANO_SIZES: dict[Modality, DecoderSizes] = {
     # a VAE of factor 8 (8x8 latents): the 3D UNet at 16x16 is 4x slower
     Modality.VIDEO: DecoderSizes(unet_channels=(32, 64, 64), vae_channels=(16, 32, 64, 64)),
 }
+NANO_HARMONICS = 16  # sines of the nano vocoder's harmonic source (nextgpt/vocoder.py): up to 7 x 1200 Hz < 8 kHz
 NANO_PREDICTION: dict[Modality, str] = {Modality.IMAGE: "epsilon", Modality.AUDIO: "v_prediction",
                                         Modality.VIDEO: "v_prediction"}
 
@@ -179,7 +181,7 @@ def nano_decoder_components(
         ))
         table["vae"] = (AutoencoderKL, _nano_vae(vae_channels, vae_groups, channels=1, latent=8,
                                                   sample_size=frames))
-        table["vocoder"] = (SpeechT5HifiGan, dict(
+        table["vocoder"] = (HarmonicHifiGan, dict(
             model_in_dim=MEL_BINS,
             sampling_rate=SAMPLE_RATE,
             upsample_initial_channel=vocoder_channels,
@@ -188,6 +190,7 @@ def nano_decoder_components(
             resblock_kernel_sizes=[3, 7],
             resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
             normalize_before=False,
+            harmonics=NANO_HARMONICS,
         ))
         return table
 

@@ -23,8 +23,8 @@ FLOORS: list[dict[str, tuple[str, ...]]] = [
     {"config": ("nextgpt.config",), "files": ("nextgpt.files",)},  # settings; atomic writes (imports nothing of ours)
     {"world": ("nextgpt.world", "nextgpt.world.*")},  # the procedural world and its record formats
     {"stages": ("nextgpt.media", "nextgpt.encode", "nextgpt.project", "nextgpt.llm", "nextgpt.signals",
-                "nextgpt.decode", "nextgpt.decoder_configs", "nextgpt.unet3d", "nextgpt.conversation",
-                "nextgpt.memory", "nextgpt.world_profile", "nextgpt.abilities")},  # one file per pipeline stage, each taking and returning tensors
+                "nextgpt.decode", "nextgpt.decoder_configs", "nextgpt.unet3d", "nextgpt.vocoder",
+                "nextgpt.conversation", "nextgpt.memory", "nextgpt.world_profile", "nextgpt.abilities")},  # one file per pipeline stage, each taking and returning tensors
     {"loading": ("nextgpt.loading",)},  # checkpoint paths, files and the parts they hold
     {"model": ("nextgpt", "nextgpt.model", "nextgpt.synthetic", "nextgpt.tiny")},  # the tiers composed
     {"eval": ("nextgpt.eval", "nextgpt.eval.*"), "training": ("nextgpt.training", "nextgpt.training.*")},

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from conftest import make_world
 from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.decode import Decoders
-from nextgpt.training.decoders import SMOKE_SETTINGS, DecoderTrainArgs, LogMel, PartSettings, run, stft_loss
+from nextgpt.training.decoders import SMOKE_SETTINGS, DecoderTrainArgs, LogMel, PartSettings, run, spectral_loss
 
 PARTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet", "vae_decoder")}
 COMPONENTS = {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"), "video": ("vae", "unet")}
@@ -111,7 +111,7 @@ def test_logmel_matches_audioldm_layout_and_pitch():
     peak = int(mel[0, 100].argmax())
     # slaney mel: linear below 1 kHz; 64 bins over 0-8 kHz put 1 kHz near bin 21
     assert 19 <= peak <= 23
-    assert stft_loss(wave, wave).item() == pytest.approx(0.0, abs=1e-5)
+    assert spectral_loss(wave, wave).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_script_parses_and_validates(monkeypatch):

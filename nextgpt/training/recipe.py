@@ -119,7 +119,10 @@ NANO: tuple[Step, ...] = (
         (_decoder("decoders_image_vae", "image", "vae", 700, 8, 1e-3, *_m("image_vae", 700)),
          _decoder("decoders_image_unet", "image", "unet", 2200, 16, 8e-4, *_m("image_unet", 2200)),
          _decoder("decoders_audio_vae", "audio", "vae", 400, 8, 1e-3, *_m("audio_vae", 400)),
-         _decoder("decoders_audio_vocoder", "audio", "vocoder", 700, 8, 2e-3, *_m("audio_vocoder", 700))),
+         _decoder("decoders_audio_vocoder", "audio", "vocoder", 700, 8, 2e-3, *_m("audio_vocoder", 700),
+                  settings={"vae_mels": 0.5},
+                  note="HarmonicHifiGan; half of each batch's mels through the VAE just trained, as generation "
+                       "hands them over")),
         (_decoder("decoders_video_vae", "video", "vae", 700, 8, 1e-3, *_m("video_vae", 700)),
          _decoder("decoders_video_unet_1", "video", "unet", 6000, 8, 8e-4, *_m("video_unet", VIDEO_UNET_SPLIT),
                   stop_after=VIDEO_UNET_SPLIT, note="the first part of one 6000-step run")),

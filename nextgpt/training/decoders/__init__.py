@@ -9,8 +9,9 @@ in a package and is never written to the checkpoint. The parts of one modality t
     vae      AutoencoderKL on world media (images; video frames; AudioLDM log-mel spectrograms): MSE + small KL,
              then `scaling_factor` = 1 / RMS of the latents (SD's "latent std", about zero: the stock
              pipelines divide by it and never shift)
-    vocoder  (audio) SpeechT5HifiGan, log-mel -> waveform: L1 on the log-mel of its output + multi-resolution
-             STFT loss (no GAN: the world's sounds are tones and buzzes)
+    vocoder  (audio) HarmonicHifiGan (SpeechT5HifiGan + a harmonic source at the mel's pitch, nextgpt/vocoder.py),
+             log-mel -> waveform: L1 on the log-mel of its output + multi-resolution STFT loss floored under the
+             target's peak (a buzz's harmonics count); no GAN: the world's sounds are tones and buzzes
     unet     DDPM loss on scaled latents (DDPMScheduler with the pipeline scheduler's betas; epsilon target for
              the image, v for audio and video, written to the pipeline's scheduler config), conditioned on the
              frozen caption encodings, 10 % of them replaced by the encoding of "" so classifier-free guidance works
@@ -43,7 +44,7 @@ nextgpt.world.training as hooks.
 
 
 from nextgpt.decoder_configs import DecoderSizes
-from nextgpt.training.decoders.audio import LogMel, stft_loss
+from nextgpt.training.decoders.audio import LogMel, spectral_loss
 from nextgpt.training.decoders.components import (decoder_folder, ensure_folder, fresh_component, register_class,
                                                   save_component, with_frame_positions)
 from nextgpt.training.decoders.evaluation import METRICS_FILE, evaluate, merge_metrics, vae_round_trip
@@ -59,6 +60,6 @@ __all__ = [
     "DecoderSizes", "DecoderTrainArgs", "LogMel", "METRICS_FILE", "PARTS", "PartSettings", "RECIPES", "Recipe",
     "SMOKE_SETTINGS", "WorldMedia", "_settings", "cache_latents", "caption_conditions", "decoder_folder",
     "ensure_folder", "evaluate", "fresh_component", "load_media", "merge_metrics", "parse_settings",
-    "register_class", "run", "run_part", "sampler_for", "save_component", "stft_loss", "train_unet", "train_vae",
+    "register_class", "run", "run_part", "sampler_for", "save_component", "spectral_loss", "train_unet", "train_vae",
     "train_vocoder", "vae_round_trip", "with_frame_positions",
 ]

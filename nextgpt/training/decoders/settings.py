@@ -46,6 +46,7 @@ class PartSettings:
     sign_margin: float = 0.02  # unet: ... by this fraction of the true caption's loss
     zero_terminal_snr: bool = False  # unet (v only): betas rescaled so t = T-1 is pure noise; sampler "trailing"
     segment_frames: int = 32  # vocoder: mel frames per training segment (x hop samples of waveform)
+    vae_mels: float = 0.0  # vocoder: this fraction of a batch reads its mel as the trained VAE gives it back
     crop_frames: int = 0  # vae: train on random crops of this many mel frames (0 = whole units); convolutional
     foreground_weight: float = 0.0  # vae (pixels): extra loss weight on the world's objects (its foreground hook)
     save_every: int = 200
@@ -67,7 +68,9 @@ class Recipe:
 # Min-SNR weights for v, min(SNR, 5) / (SNR + 1), give the timesteps where the caption decides the pitch
 # (SNR ~0.01-0.1) ~1/20 of the weight, and the UNet had learnt to read the pitch off the noise. Those settings are
 # now the audio recipe's own: 4000 steps of them from scratch (23.3 min) give the same decoder eval as the shipped
-# UNet (pitch+rhythm 1.00, sound 0.50), so the recipe has no continuation for audio.
+# UNet (pitch+rhythm 1.00, sound 0.50), so the recipe has no continuation for audio. That sound 0.50 was the
+# vocoder's: a plain SpeechT5HifiGan cannot write a buzz at the world's pitches (nextgpt/vocoder.py); the audio
+# vocoder is now a HarmonicHifiGan, half of each batch read through the trained VAE (`vae_mels`).
 RECIPES: dict[Modality, Recipe] = {
     Modality.IMAGE: Recipe(
         NANO_SIZES[Modality.IMAGE],
@@ -77,7 +80,7 @@ RECIPES: dict[Modality, Recipe] = {
     Modality.AUDIO: Recipe(
         NANO_SIZES[Modality.AUDIO],
         {"vae": PartSettings(steps=400, batch_size=8, lr=1e-3, crop_frames=48),
-         "vocoder": PartSettings(steps=700, batch_size=8, lr=2e-3),
+         "vocoder": PartSettings(steps=700, batch_size=8, lr=2e-3, vae_mels=0.5),
          "unet": PartSettings(steps=4000, batch_size=16, lr=5e-4, ema_decay=0.995, snr_gamma=0.0,
                               high_noise_fraction=0.5, prediction=NANO_PREDICTION[Modality.AUDIO])},
     ),
@@ -119,7 +122,7 @@ def _settings(args: DecoderTrainArgs, recipe: Recipe, part: str) -> PartSettings
     base = recipe.parts[part]
     if args.smoke:
         base = replace(SMOKE_SETTINGS, ema_decay=0.9 if base.ema_decay else 0.0, cond_dropout=base.cond_dropout,
-                       snr_gamma=base.snr_gamma, prediction=base.prediction)
+                       snr_gamma=base.snr_gamma, prediction=base.prediction, vae_mels=base.vae_mels)
     overrides = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr))
                  if v is not None}
     return replace(base, **overrides, **parse_settings(args.settings))
