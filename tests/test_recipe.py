@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT, run_nextgpt
 from nextgpt.training import recipe as R
-from nextgpt.training.run_recipe import RUN, RecipeRun, RecipeState, chosen_steps, resolved, run_recipe
+from nextgpt.training.run_recipe import RUN, RecipeRun, RecipeState, _in_lane, chosen_steps, resolved, run_recipe
 
 NANO = R.get("nano")
 LEAVES = [leaf for step in NANO for leaf in step.leaves()]
@@ -174,6 +174,11 @@ def test_from_and_only_choose_steps(tmp_path):
         chosen_steps(dataclasses.replace(run, only="nope"))
     state = RecipeState(run)
     assert state.read()["steps"] == {}
+
+
+def test_a_lanes_step_run_alone_keeps_its_lanes_one_thread():
+    assert _in_lane("nano", "decoders_video_unet_1") and _in_lane("nano", "encoder")
+    assert not _in_lane("nano", "stage1") and not _in_lane("nano", "decoders_a")
 
 
 def test_the_cli_lists_the_recipe():

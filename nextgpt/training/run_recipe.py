@@ -291,6 +291,11 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _in_lane(recipe: str, name: str) -> bool:
+    """Whether the step called `name` is one of a lanes step's steps."""
+    return any(step.lanes and name in {leaf.name for leaf in step.leaves()} for step in get(recipe))
+
+
 def chosen_steps(run: RecipeRun) -> list[Step]:
     """The steps this run goes through: all, from `start` on, or `only` one (a lane's step is run alone)."""
     steps = list(get(run.recipe))
@@ -331,7 +336,9 @@ def run_recipe(run: RecipeRun, progress: Progress = log.info) -> dict[str, Any]:
             state.record(step.name, _entry(step, time.perf_counter() - start,
                                            {"lanes": [[s.name for s in lane] for lane in step.lanes]}))
         else:
-            threads = int(step.settings.get("threads", 2))
+            # a lane's step run alone (--only) keeps its lane's one thread: the plan's speeds were measured so, and
+            # two threads of each of two lanes started by hand oversubscribe the cores (8x slower steps)
+            threads = 1 if _in_lane(run.recipe, step.name) else int(step.settings.get("threads", 2))
             if run_leaf(step, run, state, threads=threads):
                 ran.append(step.name)
         took = time.perf_counter() - start
