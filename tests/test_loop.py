@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -90,6 +91,14 @@ def test_interrupted_run_with_ema_and_random_draws_resumes_to_the_same_weights(t
     assert all(torch.equal(got[k], straight[k]) for k in straight)
     rows = [json.loads(line)["step"] for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
     assert rows == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_a_state_resumes_only_under_its_own_settings(tmp_path):
+    settings = LoopSettings(steps=6, batch_size=4, lr=1e-2, save_every=2, log_every=1)
+    fit("r", *_regression(), 24, settings, tmp_path / "run", stop_after=3)
+    with pytest.raises(ValueError, match=r"other settings \(batch_size 4 -> 8, lr 0.01 -> 0.02\)"):
+        fit("r", *_regression(), 24, dataclasses.replace(settings, batch_size=8, lr=2e-2), tmp_path / "run")
+    assert fit("r", *_regression(), 24, settings, tmp_path / "run").summary["steps"] == 6  # same settings resume
 
 
 def test_in_memory_fit_writes_nothing(tmp_path, monkeypatch):

@@ -259,6 +259,20 @@ class Fitted:
     history: list[dict[str, Any]] = field(default_factory=list)  # every step's row of this run
 
 
+def _check_same_settings(name: str, run_dir: Path, settings: LoopSettings) -> None:
+    """A state resumes only under the settings it was trained with (steps, batch and seed fix the data order)."""
+    path = run_dir / "settings.json"
+    if not path.is_file():
+        return
+    before = json.loads(path.read_text())
+    now = json.loads(json.dumps(asdict(settings)))
+    changed = sorted(k for k in now.keys() | before.keys() if before.get(k) != now.get(k))
+    if changed:
+        raise ValueError(f"{name}: {run_dir} holds a state trained with other settings ("
+                         + ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+                         + "): give the run another folder, or move this one away to start afresh")
+
+
 def fit(
     name: str,
     module: nn.Module,
@@ -297,6 +311,7 @@ def fit(
     writes = run_dir is not None and processes.main
     start, seconds = load_state(run_dir, module, opt, ema=ema) if run_dir is not None else (0, 0.0)
     if start:
+        _check_same_settings(name, run_dir, settings)
         log.info("%s: resuming at step %d", name, start)
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
