@@ -367,8 +367,10 @@ def fit(
             row = {"step": step, **values,
                    "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 2)}
             history.append(row)
+            # the postfix is drawn with the bar, every `mininterval` s: refreshing it here redrew the bar every step
+            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("step", "lr", "seconds")},
+                            refresh=False)
             bar.update()
-            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k not in ("step", "lr", "seconds")})
             force = bool(after_step(step, row)) if after_step is not None and processes.main else False
             logged = False
             if logf is not None and (force or step % settings.log_every == 0 or step == settings.steps):
