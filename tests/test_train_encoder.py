@@ -15,8 +15,8 @@ import torch
 from conftest import make_world
 from nextgpt.config import Modality, NextGPTConfig
 from nextgpt.encode import ENCODER_FILE, MediaEncoder
-from nextgpt.training.encoder import (METRICS_FILE, binding_loss, embed_captions, from_pixels,
-                                     to_pixels)
+from nextgpt.training.encoder import (METRICS_FILE, MediaBank, binding_loss, embed_captions, from_pixels,
+                                     to_pixels, train_captions)
 from nextgpt.training.foundation import caption_text, caption_vocabulary, captioned_items
 from nextgpt.world import ATTRIBUTES
 
@@ -66,6 +66,20 @@ def test_binding_loss_multi_positive():
     aligned = binding_loss(text[targets], text, targets, torch.tensor(20.0))
     shuffled = binding_loss(text[targets.roll(1)], text, targets, torch.tensor(20.0))
     assert torch.isfinite(aligned) and aligned < 1.2 < shuffled  # the floor is log(items per caption) / 2
+
+
+def test_training_contrasts_only_the_captions_train_items_show():
+    """A held-out combination's caption must not be every item's negative (nothing would ever match it)."""
+    enc = MediaEncoder(TINY)
+    shown = {Modality.IMAGE: [0, 3, 3, 7], Modality.AUDIO: list(range(8)), Modality.VIDEO: [5, 1]}
+    banks = {m: MediaBank(m, np.zeros((len(ids), 1)), torch.tensor(ids)) for m, ids in shown.items()}
+    tokens, rows = train_captions(enc, banks)
+    for m, ids in shown.items():
+        vocab = [caption_text(m, a) for a in caption_vocabulary(m)]
+        kept = sorted(set(ids))
+        assert torch.equal(tokens[m], enc.tokenize([vocab[i] for i in kept]))
+        assert [int(rows[m][i]) for i in kept] == list(range(len(kept)))  # an item's target row
+        assert all(int(rows[m][i]) == -1 for i in range(len(vocab)) if i not in kept)
 
 
 def test_smoke_run_writes_files_and_resumes(world, tmp_path, caplog):

@@ -222,17 +222,38 @@ def binding_loss(media: torch.Tensor, text: torch.Tensor, targets: torch.Tensor,
     return (item_to_text + text_to_item) / 2
 
 
+def train_captions(
+    enc: MediaEncoder, train: dict[Modality, MediaBank],
+) -> tuple[dict[Modality, torch.Tensor], dict[Modality, torch.Tensor]]:
+    """The text side of training: per modality, the tokens of the captions train items show (in vocabulary
+    order), and each vocabulary caption's row among them (-1 for a caption no train item shows)."""
+    tokens, rows = {}, {}
+    for m in Modality:
+        vocab = caption_vocabulary(m)
+        seen = torch.unique(train[m].caption_ids)  # sorted: vocabulary order
+        tokens[m] = enc.tokenize([caption_text(m, vocab[i]) for i in seen.tolist()])
+        rows[m] = torch.full((len(vocab),), -1, dtype=torch.long)
+        rows[m][seen] = torch.arange(len(seen))
+        if len(seen) < len(vocab):
+            log.info("%s: trains on the %d of %d captions the train split shows", m.value, len(seen), len(vocab))
+    return tokens, rows
+
+
 def _step_losses(
     enc: MediaEncoder, banks: dict[Modality, MediaBank], tokens: dict[Modality, torch.Tensor],
     idx: dict[Modality, np.ndarray], rng: np.random.Generator, single_clip: bool,
+    rows: dict[Modality, torch.Tensor],
 ) -> dict[Modality, torch.Tensor]:
-    """One forward pass: every modality's batch against ALL its captions (one text-tower pass for all).
+    """One forward pass: every modality's batch against all the captions it trains on (one text-tower pass).
 
     With `single_clip`, a video or sound of several clips is trained on one random clip of them (ImageBind
     trains on 2-frame clips and averages clips only at inference); this also cuts the video cost by `clips`x.
-    Using every caption (18 + 8 + 72) as the text side gives each item the captions that differ from its own
-    in one word as negatives, which a batch rarely holds (in a 200-step video-only trial, direction stayed at
-    chance with the batch's captions and began to learn with all captions); `embed_captions` makes it cheap.
+    Using every caption as the text side gives each item the captions that differ from its own in one word as
+    negatives, which a batch rarely holds (in a 200-step video-only trial, direction stayed at chance with the
+    batch's captions and began to learn with all captions); `embed_captions` makes it cheap. "Every" is every
+    caption of the train split (`tokens`; `rows` maps a caption of the vocabulary to its row there): a caption
+    no train item shows (a held-out combination) would only ever be a negative, and the towers would learn to
+    match nothing to it.
     """
     idx = {m: np.sort(i) for m, i in idx.items()}  # file order: faster reads
     text = embed_captions(enc.model, torch.cat([tokens[m] for m in Modality]))  # (sum V, D)
@@ -242,7 +263,7 @@ def _step_losses(
         n_clips = banks[m].inputs.shape[1] if m != Modality.IMAGE else 1
         clips = rng.integers(n_clips, size=len(idx[m])) if single_clip and n_clips > 1 else None
         media = enc(m, banks[m].batch(idx[m], clips))  # (B, D)
-        losses[m] = binding_loss(media, columns[m], banks[m].caption_ids[idx[m]], logit_scale(enc.model, m))
+        losses[m] = binding_loss(media, columns[m], rows[m][banks[m].caption_ids[idx[m]]], logit_scale(enc.model, m))
     return losses
 
 
@@ -350,7 +371,7 @@ def train_encoder(
     cache = cache or run_dir / "cache"
     train = main_first(lambda: build_banks(enc, data, "train", cache, s.limit))
     val = main_first(lambda: build_banks(enc, data, "val", cache, s.limit)) if s.eval_every else None
-    tokens = {m: enc.tokenize([caption_text(m, a) for a in caption_vocabulary(m)]) for m in Modality}
+    tokens, rows = train_captions(enc, train)
     # 3. train on the one loop: a stream of examples per modality, the cosine ending with the time budget
     streams = {m.value: Stream(len(train[m]), s.audio_batch_size if m == Modality.AUDIO else s.batch_size)
                for m in Modality}
@@ -361,7 +382,7 @@ def train_encoder(
     def loss_fn(batch: Batch) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([s.seed, batch.step, *([batch.process] if batch.processes > 1 else [])])
         idx = {m: batch.streams[m.value].numpy() for m in Modality}  # clip choice above: fixed by seed and step
-        losses = _step_losses(enc, train, tokens, idx, rng, s.single_clip)
+        losses = _step_losses(enc, train, tokens, idx, rng, s.single_clip, rows)
         return {"loss": sum(losses.values()), **{m.value: v for m, v in losses.items()},
                 "scale": logit_scale(enc.model, Modality.IMAGE).detach()}
 
