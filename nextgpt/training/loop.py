@@ -245,7 +245,9 @@ def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
 class Sharding:
     """A module sharded in place over all processes with torch's `fully_shard` (FSDP2): each process holds
     1/N of every parameter, FSDP gathers a unit's parameters around its forward and backward and
-    reduce-scatters the gradients (their mean over the processes) into the shards.
+    reduce-scatters the gradients (their mean over the processes) into the shards. Scalar parameters (a CLIP-style
+    logit scale), which `fully_shard` cannot cut, stay whole on every process, their gradients averaged as the
+    data-parallel path does.
 
     FSDP2 gathers a unit's parameters only around its `forward`: a loss that calls another method of a sharded
     module (a VAE's `encode`, a model's `generate`) meets sharded parameters and fails. Gradient hooks on
@@ -274,12 +276,39 @@ class Sharding:
             units = [u for lst in reversed(lists) for u in lst if any(True for _ in u.parameters())]
         mesh = init_device_mesh(processes.device.type, (processes.count,))
         reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"
+        scalars = {p for p in module.parameters() if p.dim() == 0}
         for unit in units:
-            fully_shard(unit, mesh=mesh, reshard_after_forward=reshard)
-        fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
-        self.module = module
+            fully_shard(unit, mesh=mesh, reshard_after_forward=reshard, ignored_params=scalars)
+        fully_shard(module, mesh=mesh, reshard_after_forward=reshard, ignored_params=scalars)
+        self.processes = processes
         now = dict(module.named_parameters())  # the sharded parameters, under their old names
         self.groups = [{**g, "params": [now[names[id(p)]] for p in g["params"]]} for g in groups]
+        params = [p for g in self.groups for p in g["params"]]
+        self.whole = [p for p in params if not isinstance(p, DTensor)]  # the scalars
+        self.params = params
+
+    def sync_grads(self) -> None:
+        """FSDP reduce-scattered the sharded parameters' gradients in the backward; average the scalars'."""
+        if self.whole:
+            self.processes.average_grads(self.whole)
+
+    @torch.no_grad()
+    def clip_grads(self, max_norm: float) -> None:
+        """nn.utils.clip_grad_norm_ over shards and whole parameters: the global norm from each process's share
+        of the squares (one all-reduce), the whole parameters counted once."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        device = grads[0].device if grads else torch.device("cpu")
+        square = torch.zeros((), dtype=torch.float64, device=device)
+        for g in grads:
+            if isinstance(g, DTensor):
+                square += g.to_local().double().pow(2).sum()
+        torch.distributed.all_reduce(square)
+        for g in grads:
+            if not isinstance(g, DTensor):
+                square += g.double().pow(2).sum()
+        coef = min(1.0, max_norm / (float(square.sqrt()) + 1e-6))
+        for g in grads:
+            g.mul_(coef)
 
     def copy(self, source: nn.Module, *, whole: bool) -> nn.Module:
         """A plain module shaped as the sharded one holding `source`'s tensors: gathered whole (collective) with
@@ -359,7 +388,8 @@ def load_state(run_dir: Path, module: nn.Module, opt: torch.optim.Optimizer, *,
             for name, value in saved.items():
                 _assign(targets[name], value)
     extra = torch.load(folder / "optimizer.pt", weights_only=True)
-    opt.load_state_dict(_sharded_optimizer(extra["optimizer"], opt))
+    sharded = any(isinstance(p, DTensor) for p in params.values())
+    opt.load_state_dict(_sharded_optimizer(extra["optimizer"], opt) if sharded else extra["optimizer"])
     torch.set_rng_state(extra["torch_rng"])
     return int(extra["step"]), float(extra.get("seconds", 0.0))
 
@@ -477,12 +507,16 @@ def fit(
                           processes.index, processes.count)
             losses = _sharded_loss(name, loss_fn, batch) if sharding is not None else loss_fn(batch)
             losses["loss"].backward()
-            if sharding is None:  # FSDP has reduce-scattered them already
+            if sharding is None:
                 processes.average_grads(params)
+            else:
+                sharding.sync_grads()
             values = processes.mean(losses)
             if not math.isfinite(values["loss"]):
                 raise FloatingPointError(f"{name}: loss is {values['loss']} at step {step + 1}")
-            if settings.grad_clip:
+            if settings.grad_clip and sharding is not None:
+                sharding.clip_grads(settings.grad_clip)
+            elif settings.grad_clip:
                 nn.utils.clip_grad_norm_(params, settings.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
