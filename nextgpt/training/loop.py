@@ -280,12 +280,40 @@ class Sharding:
         for unit in units:
             fully_shard(unit, mesh=mesh, reshard_after_forward=reshard, ignored_params=scalars)
         fully_shard(module, mesh=mesh, reshard_after_forward=reshard, ignored_params=scalars)
-        self.processes = processes
+        self.module, self.processes = module, processes
         now = dict(module.named_parameters())  # the sharded parameters, under their old names
         self.groups = [{**g, "params": [now[names[id(p)]] for p in g["params"]]} for g in groups]
         params = [p for g in self.groups for p in g["params"]]
         self.whole = [p for p in params if not isinstance(p, DTensor)]  # the scalars
         self.params = params
+
+    def loss(self, name: str, loss_fn: LossFn, batch: Batch) -> dict[str, Tensor]:
+        """`loss_fn(batch)`, ready for a backward that every process's FSDP units reduce alike.
+
+        A parameter of the root unit (gathered from its forward until the backward) that this process's batch did
+        not use gets a zero gradient: FSDP reduce-scatters only the gradients a process has, so one used on one
+        process and not on another would make the processes' collectives differ. A parameter no process used
+        then takes an AdamW step on a zero gradient, where one process would leave it alone. Units below the
+        root are gathered around each call of their forward: every process must call the same ones in the same
+        order, so a submodule that runs only for some batches (a modality's projector) must stay in the root
+        unit (see `fit`'s `shard`); otherwise the processes' collectives differ and gloo aborts."""
+        try:
+            losses = loss_fn(batch)
+        except (RuntimeError, NotImplementedError) as e:
+            if "DTensor" not in str(e):
+                raise
+            raise RuntimeError(f"{name}: the loss met sharded parameters. FSDP gathers a sharded module's "
+                               "parameters only around its forward: a loss that calls another method (encode, "
+                               "decode, generate) or reads parameters directly cannot train sharded; launch it "
+                               "with ddp.yaml") from e
+        # FSDP2 keeps a unit's gathered parameters apart from the module's (sharded) ones: reached through its
+        # private state (torch 2.13); the same objects receive the gradients in the backward
+        group = self.module._get_fsdp_state()._fsdp_param_group
+        for fsdp_param in group.fsdp_params if group is not None else ():
+            whole = getattr(fsdp_param, "_unsharded_param", None)
+            if whole is not None and whole.requires_grad and whole.grad is None:
+                whole.grad = torch.zeros(whole.shape, dtype=whole.dtype, device=whole.device)
+        return losses
 
     def sync_grads(self) -> None:
         """FSDP reduce-scattered the sharded parameters' gradients in the backward; average the scalars'."""
@@ -436,7 +464,8 @@ def fit(
 
     examples: how many examples there are (a single stream of `settings.batch_size` per step), or named streams.
     run_dir: state, log.jsonl, settings.json and summary.json; None trains in memory (nothing written, no resume).
-    param_groups: AdamW's groups (default: every parameter that requires grad, `settings.weight_decay`).
+    param_groups: AdamW's groups (default: every parameter that requires grad, `settings.weight_decay`); a group's
+        "grad_mask" (a tensor that broadcasts to its parameters) multiplies their gradients before the clip.
     warmup: warm-up steps (default `settings.warmup`).
     after_step: called on the main process with (step, row) after every step; True logs the row whatever the step.
     stop_after: save the state and return after this step (the tests' stand-in for a killed process).
@@ -455,7 +484,8 @@ def fit(
     if sharding is not None:
         groups = sharding.groups
     params = [p for g in groups for p in g["params"]]
-    opt = torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "grad_mask"} for g in groups], lr=settings.lr,
+                            betas=settings.betas, weight_decay=settings.weight_decay)
     for group in opt.param_groups:
         group["peak_lr"] = group["lr"]
     warmup = settings.warmup if warmup is None else warmup
@@ -505,12 +535,13 @@ def fit(
             seed = (settings.seed * 1_000_003 + step) * processes.count + processes.index
             batch = Batch(step, next(iter(shares.values())), shares, torch.Generator().manual_seed(seed),
                           processes.index, processes.count)
-            losses = _sharded_loss(name, loss_fn, batch) if sharding is not None else loss_fn(batch)
+            losses = sharding.loss(name, loss_fn, batch) if sharding is not None else loss_fn(batch)
             losses["loss"].backward()
             if sharding is None:
                 processes.average_grads(params)
             else:
                 sharding.sync_grads()
+            _mask_grads(groups)
             values = processes.mean(losses)
             if not math.isfinite(values["loss"]):
                 raise FloatingPointError(f"{name}: loss is {values['loss']} at step {step + 1}")
@@ -566,16 +597,18 @@ def fit(
     return Fitted(trained, summary, history)
 
 
-def _sharded_loss(name: str, loss_fn: LossFn, batch: Batch) -> dict[str, Tensor]:
-    """`loss_fn(batch)`, with the reason spelled out when the loss met parameters FSDP had not gathered."""
-    try:
-        return loss_fn(batch)
-    except (RuntimeError, NotImplementedError) as e:
-        if "DTensor" not in str(e):
-            raise
-        raise RuntimeError(f"{name}: the loss met sharded parameters. FSDP gathers a sharded module's parameters "
-                           "only around its forward: a loss that calls another method (encode, decode, generate) "
-                           "or reads parameters directly cannot train sharded; launch it with ddp.yaml") from e
+@torch.no_grad()
+def _mask_grads(groups: list[dict[str, Any]]) -> None:
+    """Multiply the gradients of each group that has a "grad_mask" by it (a sharded gradient by its shard of it)."""
+    for group in groups:
+        mask = group.get("grad_mask")
+        for p in group["params"] if mask is not None else ():
+            if isinstance(p.grad, DTensor):
+                whole = mask.to(p.device).expand(p.shape)
+                p.grad.to_local().mul_(distribute_tensor(whole, p.device_mesh, p.placements,
+                                                         src_data_rank=None).to_local())
+            elif p.grad is not None:
+                p.grad.mul_(mask)
 
 
 def _last_logged(run_dir: Path | None) -> dict[str, Any] | None:
@@ -625,13 +658,13 @@ def set_trainable(model: Any, plan: StagePlan) -> list[dict[str, Any]]:
         base = model.cfg.llm.base_vocab_size
         mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[base:] = 1.0
-        weight.register_hook(lambda g: g * mask)  # only the added tokens' rows learn
-        groups.append({"params": [weight], "name": "token_rows", "weight_decay": 0.0})
+        # only the added tokens' rows learn: fit multiplies the gradient by the mask (a hook on the parameter
+        # would not survive sharding, which replaces the parameters)
+        groups.append({"params": [weight], "name": "token_rows", "weight_decay": 0.0, "grad_mask": mask})
         out = model.llm.get_output_embeddings()
         if out is not None and out.weight is not weight:
             out.weight.requires_grad_(True)
-            out.weight.register_hook(lambda g: g * mask)
-            groups.append({"params": [out.weight], "name": "lm_head_rows", "weight_decay": 0.0})
+            groups.append({"params": [out.weight], "name": "lm_head_rows", "weight_decay": 0.0, "grad_mask": mask})
     return groups
 
 
@@ -662,8 +695,11 @@ def train(
     def loss_fn(batch: Batch) -> dict[str, Tensor]:
         return model(collate([examples[i] for i in batch.index.tolist()]), l2_weight=plan.l2_weight)
 
+    # sharded (fsdp.yaml): each LLM layer is its own unit, as every batch runs them all in order; the encoders and
+    # projectors, which run only for batches with their modality, stay in the root unit
+    layers = [unit for lst in model.llm.modules() if isinstance(lst, nn.ModuleList) for unit in lst]
     fitted = fit(plan.name, model, loss_fn, len(examples), settings, run.run_dir, param_groups=groups,
-                 stop_after=stop_after)
+                 stop_after=stop_after, shard=layers)
     if "stopped_at" in fitted.summary:
         return {"stopped_at": fitted.summary["stopped_at"], "history": fitted.history}
     if Processes().main:  # fitted.module: `model` itself, or its whole copy when it trained sharded
