@@ -1,6 +1,7 @@
 """A tiny trainer for tests/test_loop.py to run under `accelerate launch` (or plainly, as one process).
 
     python tests/loop_worker.py regression RUN_DIR [--stop-after N]   # a 2-layer MLP on a fixed regression
+        [--functional]                                                # its first layer as F.linear of the weights
     python tests/loop_worker.py stage RUN_DIR [--plan stage1]          # loop.train: stage 2 on the tiny NextGPT
     python tests/loop_worker.py decoders RUN_DIR --world WORLD         # the image decoder's parts, smoke sizes
 
@@ -26,7 +27,7 @@ from nextgpt.training.loop import Batch, LoopSettings, Processes, fit  # noqa: E
 SETTINGS = LoopSettings(steps=6, batch_size=8, lr=0.05, warmup=2, ema_decay=0.9, save_every=2, log_every=1, seed=3)
 
 
-def regression(run_dir: Path, stop_after: int | None) -> dict:
+def regression(run_dir: Path, stop_after: int | None, functional: bool = False) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(40, 5, generator=gen)
     y = x @ torch.randn(5, 2, generator=gen) + 0.1 * torch.randn(40, 2, generator=gen)
@@ -39,6 +40,9 @@ def regression(run_dir: Path, stop_after: int | None) -> dict:
         seen.append(batch.index.tolist())
         weight = model[0].weight
         held.append(weight.to_local().numel() if hasattr(weight, "to_local") else weight.numel())
+        if functional:  # reads the weights instead of calling forward: sharded, they are never gathered
+            hidden = torch.nn.functional.linear(x[batch.index], model[0].weight, model[0].bias)
+            return {"loss": (model[2](model[1](hidden)) - y[batch.index]).pow(2).mean()}
         return {"loss": (model(x[batch.index]) - y[batch.index]).pow(2).mean()}
 
     fitted = fit("regression", model, loss_fn, len(x), SETTINGS, run_dir, stop_after=stop_after)
@@ -78,10 +82,11 @@ def main() -> None:
     ap.add_argument("--stop-after", type=int, default=None)
     ap.add_argument("--world", type=Path, default=None)
     ap.add_argument("--plan", default="stage2")
+    ap.add_argument("--functional", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.trainer == "regression":
-        out = regression(a.run_dir, a.stop_after)
+        out = regression(a.run_dir, a.stop_after, a.functional)
     else:
         out = stage(a.run_dir, a.plan) if a.trainer == "stage" else decoders(a.run_dir, a.world)
     processes = Processes()

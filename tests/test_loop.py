@@ -109,14 +109,18 @@ def test_in_memory_fit_writes_nothing(tmp_path, monkeypatch):
     assert fitted.history[-1]["loss"] < fitted.history[0]["loss"] and not list(tmp_path.iterdir())
 
 
-def _launch(tmp: Path, trainer: str, processes: int, *extra: str, config: Path = DDP) -> list[dict]:
+def _run(tmp: Path, trainer: str, processes: int, *extra: str, config: Path = DDP) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     if processes == 1:
         cmd = [sys.executable, str(WORKER), trainer, str(tmp / "run"), *extra]
     else:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes",
                str(processes), "--main_process_port", str(free_port()), str(WORKER), trainer, str(tmp / "run"), *extra]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _launch(tmp: Path, trainer: str, processes: int, *extra: str, config: Path = DDP) -> list[dict]:
+    done = _run(tmp, trainer, processes, *extra, config=config)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((tmp / f"seen-{i}.json").read_text()) for i in range(processes)]
 
@@ -200,6 +204,21 @@ def test_an_interrupted_sharded_run_resumes_sharded_or_in_one_process(tmp_path, 
         _assert_same(weights, one["weights"])
     for run in (tmp_path / "cut" / "run", tmp_path / "cut1" / "run"):
         _assert_same(_state(run), _state(one_run))
+
+
+def test_a_loss_that_bypasses_forward_is_refused_sharded(tmp_path):
+    done = _run(tmp_path, "regression", 2, "--functional", config=FSDP)
+    assert done.returncode != 0 and "the loss met sharded parameters" in done.stderr
+
+
+def test_llm_stage_trains_under_two_sharded_processes(tmp_path):
+    two = _launch(tmp_path, "stage", 2, config=FSDP)
+    assert two[0]["losses"] == two[1]["losses"] and len(two[0]["losses"]) == 4
+    assert all(torch.isfinite(torch.tensor(two[0]["losses"])))
+    written = {p.name for p in (tmp_path / "run" / "ckpt").iterdir()}  # whole tensors, from the main process
+    assert written == {"config.json", "output_projectors.safetensors", "token_rows.safetensors"}
+    rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [1, 2, 3, 4]
 
 
 def test_llm_stage_trains_under_two_processes(tmp_path):
