@@ -18,6 +18,16 @@ Several processes (``accelerate launch --num_processes N``, gloo on CPU, NCCL on
 before the clip and the optimiser step, so N processes take the steps one process takes with the same global
 batch; only the main process writes files. A trainer whose loss draws random numbers gets a generator per
 (step, process): the same distribution, not the same draws, as one process.
+
+Sharded (``accelerate launch --config_file nextgpt/configs/accelerate/fsdp.yaml``, which sets
+ACCELERATE_USE_FSDP): `fit` shards the module in place with torch's `fully_shard` (FSDP2) on a mesh of all the
+processes, each `shard=` submodule (default: every element of every nn.ModuleList) a unit of its own, then the
+whole module; each process holds 1/N of every parameter, gradient, optimiser moment and EMA weight, and FSDP
+reduce-scatters the gradients instead of the hand-made average. The state on disk and `Fitted.module` are
+gathered whole, so a state written sharded resumes in one process and the other way round. What a sharded
+trainer may not do is in `Sharding`'s docstring: the LLM stages and the projector alignment call only forward
+and train sharded; the decoders' VAE (encode, decode) and the encoder (the text tower outside forward, an
+evaluation in `after_step` on the main process alone) cannot.
 """
 
 from __future__ import annotations
@@ -251,7 +261,8 @@ class Sharding:
 
     FSDP2 gathers a unit's parameters only around its `forward`: a loss that calls another method of a sharded
     module (a VAE's `encode`, a model's `generate`) meets sharded parameters and fails. Gradient hooks on
-    parameters are refused: `fully_shard` replaces the parameters, and a hook's mask would not fit a shard."""
+    parameters are refused, as `fully_shard` replaces the parameters: a parameter group's "grad_mask" does what
+    a masking hook does."""
 
     def __init__(self, module: nn.Module, groups: list[dict[str, Any]], units: Sequence[nn.Module] | None,
                  processes: Processes):
@@ -468,6 +479,7 @@ def fit(
         "grad_mask" (a tensor that broadcasts to its parameters) multiplies their gradients before the clip.
     warmup: warm-up steps (default `settings.warmup`).
     after_step: called on the main process with (step, row) after every step; True logs the row whatever the step.
+        Sharded, it must not run the module (its parameters are shards, and the other processes are not there).
     stop_after: save the state and return after this step (the tests' stand-in for a killed process).
     shard: under FSDP (fsdp.yaml), the submodules that get their own `fully_shard` before the whole module gets
         one (default: every element of every nn.ModuleList). `module` is then left sharded: use `Fitted.module`,
