@@ -1,7 +1,8 @@
 """A tiny trainer for tests/test_loop.py to run under `accelerate launch` (or plainly, as one process).
 
     python tests/loop_worker.py regression RUN_DIR [--stop-after N]   # a 2-layer MLP on a fixed regression
-    python tests/loop_worker.py stage RUN_DIR                          # loop.train: stage 2 on the tiny NextGPT
+        [--functional]                                                # its first layer as F.linear of the weights
+    python tests/loop_worker.py stage RUN_DIR [--plan stage1]          # loop.train: stage 2 on the tiny NextGPT
     python tests/loop_worker.py decoders RUN_DIR --world WORLD         # the image decoder's parts, smoke sizes
 
 Every process writes what it saw to RUN_DIR/../seen-<process>.json, outside the run folder (the test's window
@@ -26,24 +27,30 @@ from nextgpt.training.loop import Batch, LoopSettings, Processes, fit  # noqa: E
 SETTINGS = LoopSettings(steps=6, batch_size=8, lr=0.05, warmup=2, ema_decay=0.9, save_every=2, log_every=1, seed=3)
 
 
-def regression(run_dir: Path, stop_after: int | None) -> dict:
+def regression(run_dir: Path, stop_after: int | None, functional: bool = False) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(40, 5, generator=gen)
     y = x @ torch.randn(5, 2, generator=gen) + 0.1 * torch.randn(40, 2, generator=gen)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
     seen: list[list[int]] = []
+    held: list[int] = []  # the first layer's weight elements this process held during training
 
     def loss_fn(batch: Batch) -> dict[str, torch.Tensor]:
         seen.append(batch.index.tolist())
+        weight = model[0].weight
+        held.append(weight.to_local().numel() if hasattr(weight, "to_local") else weight.numel())
+        if functional:  # reads the weights instead of calling forward: sharded, they are never gathered
+            hidden = torch.nn.functional.linear(x[batch.index], model[0].weight, model[0].bias)
+            return {"loss": (model[2](model[1](hidden)) - y[batch.index]).pow(2).mean()}
         return {"loss": (model(x[batch.index]) - y[batch.index]).pow(2).mean()}
 
     fitted = fit("regression", model, loss_fn, len(x), SETTINGS, run_dir, stop_after=stop_after)
-    return {"seen": seen, "summary": fitted.summary,
+    return {"seen": seen, "summary": fitted.summary, "held": held,
             "weights": {k: v.tolist() for k, v in fitted.module.state_dict().items()}}
 
 
-def stage(run_dir: Path) -> dict:
+def stage(run_dir: Path, plan: str) -> dict:
     from nextgpt.tiny import tiny_model
     from nextgpt.training.loop import RunConfig, train
     from nextgpt.training.plans import PLANS
@@ -54,7 +61,7 @@ def stage(run_dir: Path) -> dict:
     prepared, collate = examples(model)
     run = RunConfig(out=run_dir / "ckpt", run_dir=run_dir, steps=4, batch_size=4, lr=3e-3, save_every=2,
                     log_every=1)
-    result = train(model, PLANS["stage2"], prepared, collate, run)
+    result = train(model, PLANS[plan], prepared, collate, run)
     return {"losses": [r["loss"] for r in result["history"]]}
 
 
@@ -74,12 +81,14 @@ def main() -> None:
     ap.add_argument("run_dir", type=Path)
     ap.add_argument("--stop-after", type=int, default=None)
     ap.add_argument("--world", type=Path, default=None)
+    ap.add_argument("--plan", default="stage2")
+    ap.add_argument("--functional", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.trainer == "regression":
-        out = regression(a.run_dir, a.stop_after)
+        out = regression(a.run_dir, a.stop_after, a.functional)
     else:
-        out = stage(a.run_dir) if a.trainer == "stage" else decoders(a.run_dir, a.world)
+        out = stage(a.run_dir, a.plan) if a.trainer == "stage" else decoders(a.run_dir, a.world)
     processes = Processes()
     out["processes"] = processes.count
     (a.run_dir.parent / f"seen-{processes.index}.json").write_text(json.dumps(out))

@@ -20,6 +20,7 @@ from nextgpt.training.loop import Batch, LoopSettings, fit, lr_factor
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "loop_worker.py"
 DDP = ROOT / "nextgpt" / "configs" / "accelerate" / "ddp.yaml"
+FSDP = ROOT / "nextgpt" / "configs" / "accelerate" / "fsdp.yaml"
 
 
 def test_cosine_schedule_is_transformers_warmup_cosine():
@@ -108,14 +109,18 @@ def test_in_memory_fit_writes_nothing(tmp_path, monkeypatch):
     assert fitted.history[-1]["loss"] < fitted.history[0]["loss"] and not list(tmp_path.iterdir())
 
 
-def _launch(tmp: Path, trainer: str, processes: int, *extra: str) -> list[dict]:
+def _run(tmp: Path, trainer: str, processes: int, *extra: str, config: Path = DDP) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     if processes == 1:
         cmd = [sys.executable, str(WORKER), trainer, str(tmp / "run"), *extra]
     else:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP), "--num_processes",
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes",
                str(processes), "--main_process_port", str(free_port()), str(WORKER), trainer, str(tmp / "run"), *extra]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _launch(tmp: Path, trainer: str, processes: int, *extra: str, config: Path = DDP) -> list[dict]:
+    done = _run(tmp, trainer, processes, *extra, config=config)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((tmp / f"seen-{i}.json").read_text()) for i in range(processes)]
 
@@ -141,6 +146,79 @@ def test_two_processes_end_with_the_weights_of_one_at_the_same_global_batch(tmp_
     assert _files(tmp_path / "two" / "run") == _files(tmp_path / "one" / "run")
     rows = (tmp_path / "two" / "run" / "log.jsonl").read_text().splitlines()
     assert [json.loads(r)["step"] for r in rows] == list(range(1, 7))
+
+
+def _state(run_dir: Path) -> dict[str, torch.Tensor]:
+    """A run's saved state as flat tensors: weights, EMA and the optimiser's moments."""
+    from safetensors.torch import load_file
+
+    state = run_dir / "state"
+    flat = {f"w.{k}": v for k, v in load_file(state / "trainable.safetensors").items()}
+    flat |= {f"ema.{k}": v for k, v in load_file(state / "ema.safetensors").items()}
+    opt = torch.load(state / "optimizer.pt", weights_only=True)["optimizer"]["state"]
+    return flat | {f"opt.{i}.{k}": v for i, s in opt.items() for k, v in s.items()}
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        torch.testing.assert_close(torch.as_tensor(got[key]), torch.as_tensor(value), atol=1e-6, rtol=1e-5, msg=key)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> tuple[dict, Path]:
+    """The regression worker in one process: what it saw and its run folder."""
+    tmp = tmp_path_factory.mktemp("one")
+    return _launch(tmp, "regression", 1)[0], tmp / "run"
+
+
+def test_two_sharded_processes_end_with_the_weights_of_one_holding_half_each(tmp_path, one_process):
+    one, one_run = one_process
+    two = _launch(tmp_path, "regression", 2, config=FSDP)
+    assert [p["processes"] for p in two] == [2, 2]
+    # sharded: each process held half of the first layer's 16 x 5 weight at every step, the one process all of it
+    assert one["held"] == [80] * 6 and two[0]["held"] == two[1]["held"] == [40] * 6
+    for step, batch in enumerate(one["seen"]):
+        assert two[0]["seen"][step] + two[1]["seen"][step] == batch
+    # the same steps: both processes return the one process's (EMA) weights, gathered whole
+    for proc in two:
+        _assert_same(proc["weights"], one["weights"])
+    # the main process wrote the whole state: weights, EMA and optimiser moments as one process writes them
+    assert _files(tmp_path / "run") == _files(one_run)
+    _assert_same(_state(tmp_path / "run"), _state(one_run))
+    rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == list(range(1, 7))
+
+
+def test_an_interrupted_sharded_run_resumes_sharded_or_in_one_process(tmp_path, one_process):
+    import shutil
+
+    one, one_run = one_process
+    _launch(tmp_path / "cut", "regression", 2, "--stop-after", "3", config=FSDP)
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut1")
+    sharded = _launch(tmp_path / "cut", "regression", 2, config=FSDP)
+    assert [len(p["seen"]) for p in sharded] == [3, 3]  # steps 4-6 only: resumed at step 3
+    alone = _launch(tmp_path / "cut1", "regression", 1)[0]
+    assert len(alone["seen"]) == 3
+    for weights in (sharded[0]["weights"], sharded[1]["weights"], alone["weights"]):
+        _assert_same(weights, one["weights"])
+    for run in (tmp_path / "cut" / "run", tmp_path / "cut1" / "run"):
+        _assert_same(_state(run), _state(one_run))
+
+
+def test_a_loss_that_bypasses_forward_is_refused_sharded(tmp_path):
+    done = _run(tmp_path, "regression", 2, "--functional", config=FSDP)
+    assert done.returncode != 0 and "the loss met sharded parameters" in done.stderr
+
+
+def test_llm_stage_trains_under_two_sharded_processes(tmp_path):
+    two = _launch(tmp_path, "stage", 2, config=FSDP)
+    assert two[0]["losses"] == two[1]["losses"] and len(two[0]["losses"]) == 4
+    assert all(torch.isfinite(torch.tensor(two[0]["losses"])))
+    written = {p.name for p in (tmp_path / "run" / "ckpt").iterdir()}  # whole tensors, from the main process
+    assert written == {"config.json", "output_projectors.safetensors", "token_rows.safetensors"}
+    rows = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [1, 2, 3, 4]
 
 
 def test_llm_stage_trains_under_two_processes(tmp_path):

@@ -18,6 +18,16 @@ Several processes (``accelerate launch --num_processes N``, gloo on CPU, NCCL on
 before the clip and the optimiser step, so N processes take the steps one process takes with the same global
 batch; only the main process writes files. A trainer whose loss draws random numbers gets a generator per
 (step, process): the same distribution, not the same draws, as one process.
+
+Sharded (``accelerate launch --config_file nextgpt/configs/accelerate/fsdp.yaml``, which sets
+ACCELERATE_USE_FSDP): `fit` shards the module in place with torch's `fully_shard` (FSDP2) on a mesh of all the
+processes, each `shard=` submodule (default: every element of every nn.ModuleList) a unit of its own, then the
+whole module; each process holds 1/N of every parameter, gradient, optimiser moment and EMA weight, and FSDP
+reduce-scatters the gradients instead of the hand-made average. The state on disk and `Fitted.module` are
+gathered whole, so a state written sharded resumes in one process and the other way round. What a sharded
+trainer may not do is in `Sharding`'s docstring: the LLM stages and the projector alignment call only forward
+and train sharded; the decoders' VAE (encode, decode) and the encoder (the text tower outside forward, an
+evaluation in `after_step` on the main process alone) cannot.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import copy
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -36,6 +47,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from tqdm import tqdm
 
 from nextgpt import files
@@ -144,6 +156,8 @@ class Processes:
         state = PartialState(cpu=not torch.cuda.is_available())
         self.index, self.count, self.device = state.process_index, state.num_processes, state.device
         self.main = state.is_main_process
+        # FSDP: `accelerate launch` with an FSDP config (fsdp.yaml) says so in the environment
+        self.sharded = self.count > 1 and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
         self._state = state
 
     def wait(self) -> None:
@@ -215,36 +229,206 @@ def on_main(write: Callable[[], Any]) -> None:
     processes.wait()
 
 
+# ---- sharding (FSDP2) -------------------------------------------------------------------------------
+def _full(t: Tensor) -> Tensor:
+    """A tensor whole: a sharded one gathered from every process (collective), any other as it is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _full_tensors(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: _full(v) for k, v in tensors.items()}
+
+
+def _assign(target: Tensor, value: Tensor) -> None:
+    """Copy a whole tensor into `target`, or into this process's shard of it when `target` is sharded."""
+    if isinstance(target, DTensor):  # every process read the whole tensor: each keeps its shard, no communication
+        value = distribute_tensor(value.to(target.device, target.dtype), target.device_mesh, target.placements,
+                                  src_data_rank=None)
+    target.copy_(value)
+
+
+def _owner(module: nn.Module, name: str) -> tuple[nn.Module, str]:
+    path, _, leaf = name.rpartition(".")
+    return (module.get_submodule(path) if path else module), leaf
+
+
+class Sharding:
+    """A module sharded in place over all processes with torch's `fully_shard` (FSDP2): each process holds
+    1/N of every parameter, FSDP gathers a unit's parameters around its forward and backward and
+    reduce-scatters the gradients (their mean over the processes) into the shards. Scalar parameters (a CLIP-style
+    logit scale), which `fully_shard` cannot cut, stay whole on every process, their gradients averaged as the
+    data-parallel path does.
+
+    FSDP2 gathers a unit's parameters only around its `forward`: a loss that calls another method of a sharded
+    module (a VAE's `encode`, a model's `generate`) meets sharded parameters and fails. Gradient hooks on
+    parameters are refused, as `fully_shard` replaces the parameters: a parameter group's "grad_mask" does what
+    a masking hook does."""
+
+    def __init__(self, module: nn.Module, groups: list[dict[str, Any]], units: Sequence[nn.Module] | None,
+                 processes: Processes):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        names = {id(p): n for n, p in module.named_parameters()}
+        for group in groups:
+            for p in group["params"]:
+                if id(p) not in names:
+                    raise ValueError("a parameter to train is not one of the module's: cannot shard it")
+                if getattr(p, "_backward_hooks", None):
+                    raise ValueError(f"{names[id(p)]} has a gradient hook, which sharding would drop "
+                                     "(fully_shard replaces the parameters): train it unsharded (ddp.yaml)")
+        # a skeleton on the meta device (no memory): the shape of the unsharded copies made later
+        memo: dict[int, Any] = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+                                for p in module.parameters()}
+        memo.update({id(b): torch.empty_like(b, device="meta") for b in module.buffers()})
+        self.skeleton = copy.deepcopy(module, memo)
+        if units is None:  # every element of every nn.ModuleList (a transformer's layers), innermost first
+            lists = [m for m in module.modules() if isinstance(m, nn.ModuleList)]
+            units = [u for lst in reversed(lists) for u in lst if any(True for _ in u.parameters())]
+        mesh = init_device_mesh(processes.device.type, (processes.count,))
+        reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"
+        scalars = {p for p in module.parameters() if p.dim() == 0}
+        for unit in units:
+            fully_shard(unit, mesh=mesh, reshard_after_forward=reshard, ignored_params=scalars)
+        fully_shard(module, mesh=mesh, reshard_after_forward=reshard, ignored_params=scalars)
+        self.module, self.processes = module, processes
+        now = dict(module.named_parameters())  # the sharded parameters, under their old names
+        self.groups = [{**g, "params": [now[names[id(p)]] for p in g["params"]]} for g in groups]
+        params = [p for g in self.groups for p in g["params"]]
+        self.whole = [p for p in params if not isinstance(p, DTensor)]  # the scalars
+        self.params = params
+
+    def loss(self, name: str, loss_fn: LossFn, batch: Batch) -> dict[str, Tensor]:
+        """`loss_fn(batch)`, ready for a backward that every process's FSDP units reduce alike.
+
+        A parameter of the root unit (gathered from its forward until the backward) that this process's batch did
+        not use gets a zero gradient: FSDP reduce-scatters only the gradients a process has, so one used on one
+        process and not on another would make the processes' collectives differ. A parameter no process used
+        then takes an AdamW step on a zero gradient, where one process would leave it alone. Units below the
+        root are gathered around each call of their forward: every process must call the same ones in the same
+        order, so a submodule that runs only for some batches (a modality's projector) must stay in the root
+        unit (see `fit`'s `shard`); otherwise the processes' collectives differ and gloo aborts."""
+        try:
+            losses = loss_fn(batch)
+        except (RuntimeError, NotImplementedError) as e:
+            if "DTensor" not in str(e):
+                raise
+            raise RuntimeError(f"{name}: the loss met sharded parameters. FSDP gathers a sharded module's "
+                               "parameters only around its forward: a loss that calls another method (encode, "
+                               "decode, generate) or reads parameters directly cannot train sharded; launch it "
+                               "with ddp.yaml") from e
+        # FSDP2 keeps a unit's gathered parameters apart from the module's (sharded) ones: reached through its
+        # private state (torch 2.13); the same objects receive the gradients in the backward
+        group = self.module._get_fsdp_state()._fsdp_param_group
+        for fsdp_param in group.fsdp_params if group is not None else ():
+            whole = getattr(fsdp_param, "_unsharded_param", None)
+            if whole is not None and whole.requires_grad and whole.grad is None:
+                whole.grad = torch.zeros(whole.shape, dtype=whole.dtype, device=whole.device)
+        return losses
+
+    def sync_grads(self) -> None:
+        """FSDP reduce-scattered the sharded parameters' gradients in the backward; average the scalars'."""
+        if self.whole:
+            self.processes.average_grads(self.whole)
+
+    @torch.no_grad()
+    def clip_grads(self, max_norm: float) -> None:
+        """nn.utils.clip_grad_norm_ over shards and whole parameters: the global norm from each process's share
+        of the squares (one all-reduce), the whole parameters counted once."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        device = grads[0].device if grads else torch.device("cpu")
+        square = torch.zeros((), dtype=torch.float64, device=device)
+        for g in grads:
+            if isinstance(g, DTensor):
+                square += g.to_local().double().pow(2).sum()
+        torch.distributed.all_reduce(square)
+        for g in grads:
+            if not isinstance(g, DTensor):
+                square += g.double().pow(2).sum()
+        coef = min(1.0, max_norm / (float(square.sqrt()) + 1e-6))
+        for g in grads:
+            g.mul_(coef)
+
+    def copy(self, source: nn.Module, *, whole: bool) -> nn.Module:
+        """A plain module shaped as the sharded one holding `source`'s tensors: gathered whole (collective) with
+        `whole`, else `source`'s own (sharded) tensors. Tied parameters stay tied."""
+        out = copy.deepcopy(self.skeleton)
+        made: dict[int, nn.Parameter] = {}
+        with torch.no_grad():
+            for name, p in out.named_parameters(remove_duplicate=False):
+                src = source.get_parameter(name)
+                if id(src) not in made:
+                    made[id(src)] = nn.Parameter(_full(src.detach()) if whole else src.detach(), p.requires_grad)
+                owner, leaf = _owner(out, name)
+                owner._parameters[leaf] = made[id(src)]
+            for name, _ in out.named_buffers(remove_duplicate=False):
+                owner, leaf = _owner(out, name)
+                owner._buffers[leaf] = _full(source.get_buffer(name)).clone()
+        return out
+
+
 # ---- the resumable state ----------------------------------------------------------------------------
 def _trainable(module: nn.Module) -> dict[str, Tensor]:
     return {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
 
 
+def _full_optimizer(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimiser's state_dict with every sharded tensor gathered whole (collective): as one process saves it."""
+    return {**state, "state": {i: {k: _full(v) for k, v in s.items()} for i, s in state["state"].items()}}
+
+
+def _sharded_optimizer(state: dict[str, Any], opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """A whole optimiser state_dict cut to this process's shards of `opt`'s (sharded) parameters."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+
+    def cut(value: Any, param: Tensor) -> Any:
+        if isinstance(param, DTensor) and torch.is_tensor(value) and value.shape == param.shape:
+            return distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+        return value
+
+    return {**state, "state": {i: {k: cut(v, params[i]) for k, v in s.items()} for i, s in state["state"].items()}}
+
+
 def save_state(run_dir: Path, step: int, module: nn.Module, opt: torch.optim.Optimizer, *, seconds: float = 0.0,
-               ema: EMA | None = None) -> None:
-    """Atomic: written to a temporary folder, then renamed over the previous state."""
+               ema: EMA | None = None, write: bool = True) -> None:
+    """Atomic: written to a temporary folder, then renamed over the previous state. A sharded module's tensors
+    are gathered whole first, which takes every process: all of them call this, `write` on the main one only."""
+    trainable = _full_tensors(_trainable(module))
+    shadow = _full_tensors(ema.shadow.state_dict()) if ema is not None else None
+    optimizer = _full_optimizer(opt.state_dict())
+    if not write:
+        return
     with files.atomic_folder(run_dir / STATE) as tmp:
-        files.save_tensors(_trainable(module), tmp / "trainable.safetensors")
-        if ema is not None:
-            files.save_tensors(ema.shadow.state_dict(), tmp / "ema.safetensors")
-        torch.save({"optimizer": opt.state_dict(), "step": step, "seconds": seconds,
+        files.save_tensors(trainable, tmp / "trainable.safetensors")
+        if shadow is not None:
+            files.save_tensors(shadow, tmp / "ema.safetensors")
+        torch.save({"optimizer": optimizer, "step": step, "seconds": seconds,
                     "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
 
 
 def load_state(run_dir: Path, module: nn.Module, opt: torch.optim.Optimizer, *,
                ema: EMA | None = None) -> tuple[int, float]:
-    """(step, seconds trained) of the saved state, loaded into `module`, `opt` and `ema`; (0, 0) if none."""
+    """(step, seconds trained) of the saved state, loaded into `module`, `opt` and `ema` (each process its shards
+    when they are sharded); (0, 0) if none."""
     folder = files.readable_folder(run_dir / STATE, "optimizer.pt")
     if folder is None:
         return 0, 0.0
     params = dict(module.named_parameters())
     with torch.no_grad():
         for name, value in load_file(folder / "trainable.safetensors").items():
-            params[name].copy_(value)
+            _assign(params[name], value)
     if ema is not None:
-        ema.shadow.load_state_dict(load_file(folder / "ema.safetensors"))
+        saved = load_file(folder / "ema.safetensors")
+        targets = ema.shadow.state_dict(keep_vars=True)
+        if saved.keys() != targets.keys():
+            raise KeyError(f"{folder}: the EMA's tensors differ from the module's: "
+                           f"{sorted(saved.keys() ^ targets.keys())[:5]}")
+        with torch.no_grad():
+            for name, value in saved.items():
+                _assign(targets[name], value)
     extra = torch.load(folder / "optimizer.pt", weights_only=True)
-    opt.load_state_dict(extra["optimizer"])
+    sharded = any(isinstance(p, DTensor) for p in params.values())
+    opt.load_state_dict(_sharded_optimizer(extra["optimizer"], opt) if sharded else extra["optimizer"])
     torch.set_rng_state(extra["torch_rng"])
     return int(extra["step"]), float(extra.get("seconds", 0.0))
 
@@ -254,7 +438,7 @@ def load_state(run_dir: Path, module: nn.Module, opt: torch.optim.Optimizer, *,
 class Fitted:
     """What `fit` returns."""
 
-    module: nn.Module  # the trained module (the EMA's copy when `ema_decay` > 0)
+    module: nn.Module  # the trained module (the EMA's copy when `ema_decay` > 0); sharded runs: a whole copy
     summary: dict[str, Any]  # as written to summary.json; with "stopped_at" when `stop_after` ended the run
     history: list[dict[str, Any]] = field(default_factory=list)  # every step's row of this run
 
@@ -285,15 +469,21 @@ def fit(
     warmup: int | None = None,
     after_step: Callable[[int, dict[str, Any]], bool] | None = None,
     stop_after: int | None = None,
+    shard: Sequence[nn.Module] | None = None,
 ) -> Fitted:
     """Train `module` on `loss_fn` for `settings.steps` steps (resuming from `run_dir`'s state if there is one).
 
     examples: how many examples there are (a single stream of `settings.batch_size` per step), or named streams.
     run_dir: state, log.jsonl, settings.json and summary.json; None trains in memory (nothing written, no resume).
-    param_groups: AdamW's groups (default: every parameter that requires grad, `settings.weight_decay`).
+    param_groups: AdamW's groups (default: every parameter that requires grad, `settings.weight_decay`); a group's
+        "grad_mask" (a tensor that broadcasts to its parameters) multiplies their gradients before the clip.
     warmup: warm-up steps (default `settings.warmup`).
     after_step: called on the main process with (step, row) after every step; True logs the row whatever the step.
+        Sharded, it must not run the module (its parameters are shards, and the other processes are not there).
     stop_after: save the state and return after this step (the tests' stand-in for a killed process).
+    shard: under FSDP (fsdp.yaml), the submodules that get their own `fully_shard` before the whole module gets
+        one (default: every element of every nn.ModuleList). `module` is then left sharded: use `Fitted.module`,
+        gathered whole on every process. See `Sharding` for what a sharded loss may not do.
     """
     processes = Processes()
     streams = {"": Stream(examples, settings.batch_size)} if isinstance(examples, int) else dict(examples)
@@ -302,12 +492,18 @@ def fit(
             raise ValueError(f"{name}: batch size {stream.batch_size} of {key or 'the examples'} does not divide "
                              f"among {processes.count} processes")
     groups = param_groups or [{"params": [p for p in module.parameters() if p.requires_grad]}]
+    sharding = Sharding(module, groups, shard, processes) if processes.sharded else None
+    if sharding is not None:
+        groups = sharding.groups
     params = [p for g in groups for p in g["params"]]
-    opt = torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != "grad_mask"} for g in groups], lr=settings.lr,
+                            betas=settings.betas, weight_decay=settings.weight_decay)
     for group in opt.param_groups:
         group["peak_lr"] = group["lr"]
     warmup = settings.warmup if warmup is None else warmup
-    ema = EMA(module, settings.ema_decay) if settings.ema_decay > 0 else None
+    ema = None
+    if settings.ema_decay > 0:  # a sharded module's EMA is sharded as it is
+        ema = EMA(module if sharding is None else sharding.copy(module, whole=False), settings.ema_decay)
     writes = run_dir is not None and processes.main
     start, seconds = load_state(run_dir, module, opt, ema=ema) if run_dir is not None else (0, 0.0)
     if start:
@@ -351,13 +547,19 @@ def fit(
             seed = (settings.seed * 1_000_003 + step) * processes.count + processes.index
             batch = Batch(step, next(iter(shares.values())), shares, torch.Generator().manual_seed(seed),
                           processes.index, processes.count)
-            losses = loss_fn(batch)
+            losses = sharding.loss(name, loss_fn, batch) if sharding is not None else loss_fn(batch)
             losses["loss"].backward()
-            processes.average_grads(params)
+            if sharding is None:
+                processes.average_grads(params)
+            else:
+                sharding.sync_grads()
+            _mask_grads(groups)
             values = processes.mean(losses)
             if not math.isfinite(values["loss"]):
                 raise FloatingPointError(f"{name}: loss is {values['loss']} at step {step + 1}")
-            if settings.grad_clip:
+            if settings.grad_clip and sharding is not None:
+                sharding.clip_grads(settings.grad_clip)
+            elif settings.grad_clip:
                 nn.utils.clip_grad_norm_(params, settings.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -379,16 +581,17 @@ def fit(
                 logged = True
             stopping = stop_after is not None and step >= stop_after and step < settings.steps
             if run_dir is not None and (step % settings.save_every == 0 or step == settings.steps or stopping):
-                if processes.main:
-                    save_state(run_dir, step, module, opt, seconds=tick(), ema=ema)
+                if processes.main or sharding is not None:
+                    save_state(run_dir, step, module, opt, seconds=tick(), ema=ema, write=processes.main)
                 processes.wait()
             if stopping:
-                return Fitted(module, {"name": name, "stopped_at": step, "final": row}, history)
+                stopped = module if sharding is None else sharding.copy(module, whole=True)
+                return Fitted(stopped, {"name": name, "stopped_at": step, "final": row}, history)
         if logf is not None and row and not logged:  # ended by the time budget between two log rows
             logf.write(json.dumps(row) + "\n")
         if run_dir is not None and ended_by != "steps" and step % settings.save_every:
-            if processes.main:
-                save_state(run_dir, step, module, opt, seconds=seconds, ema=ema)
+            if processes.main or sharding is not None:
+                save_state(run_dir, step, module, opt, seconds=seconds, ema=ema, write=processes.main)
             processes.wait()
     finally:
         bar.close()
@@ -400,7 +603,24 @@ def fit(
                "processes": processes.count, "final": row or _last_logged(run_dir)}
     if writes:
         files.write_json(run_dir / "summary.json", summary)
-    return Fitted(ema.shadow if ema is not None else module, summary, history)
+    trained = ema.shadow if ema is not None else module
+    if sharding is not None:
+        trained = sharding.copy(trained, whole=True).eval()
+    return Fitted(trained, summary, history)
+
+
+@torch.no_grad()
+def _mask_grads(groups: list[dict[str, Any]]) -> None:
+    """Multiply the gradients of each group that has a "grad_mask" by it (a sharded gradient by its shard of it)."""
+    for group in groups:
+        mask = group.get("grad_mask")
+        for p in group["params"] if mask is not None else ():
+            if isinstance(p.grad, DTensor):
+                whole = mask.to(p.device).expand(p.shape)
+                p.grad.to_local().mul_(distribute_tensor(whole, p.device_mesh, p.placements,
+                                                         src_data_rank=None).to_local())
+            elif p.grad is not None:
+                p.grad.mul_(mask)
 
 
 def _last_logged(run_dir: Path | None) -> dict[str, Any] | None:
@@ -450,13 +670,13 @@ def set_trainable(model: Any, plan: StagePlan) -> list[dict[str, Any]]:
         base = model.cfg.llm.base_vocab_size
         mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
         mask[base:] = 1.0
-        weight.register_hook(lambda g: g * mask)  # only the added tokens' rows learn
-        groups.append({"params": [weight], "name": "token_rows", "weight_decay": 0.0})
+        # only the added tokens' rows learn: fit multiplies the gradient by the mask (a hook on the parameter
+        # would not survive sharding, which replaces the parameters)
+        groups.append({"params": [weight], "name": "token_rows", "weight_decay": 0.0, "grad_mask": mask})
         out = model.llm.get_output_embeddings()
         if out is not None and out.weight is not weight:
             out.weight.requires_grad_(True)
-            out.weight.register_hook(lambda g: g * mask)
-            groups.append({"params": [out.weight], "name": "lm_head_rows", "weight_decay": 0.0})
+            groups.append({"params": [out.weight], "name": "lm_head_rows", "weight_decay": 0.0, "grad_mask": mask})
     return groups
 
 
@@ -487,12 +707,15 @@ def train(
     def loss_fn(batch: Batch) -> dict[str, Tensor]:
         return model(collate([examples[i] for i in batch.index.tolist()]), l2_weight=plan.l2_weight)
 
+    # sharded (fsdp.yaml): each LLM layer is its own unit, as every batch runs them all in order; the encoders and
+    # projectors, which run only for batches with their modality, stay in the root unit
+    layers = [unit for lst in model.llm.modules() if isinstance(lst, nn.ModuleList) for unit in lst]
     fitted = fit(plan.name, model, loss_fn, len(examples), settings, run.run_dir, param_groups=groups,
-                 stop_after=stop_after)
+                 stop_after=stop_after, shard=layers)
     if "stopped_at" in fitted.summary:
         return {"stopped_at": fitted.summary["stopped_at"], "history": fitted.history}
-    if Processes().main:
-        save_checkpoint(model, run.out, parts=plan.saves)
+    if Processes().main:  # fitted.module: `model` itself, or its whole copy when it trained sharded
+        save_checkpoint(fitted.module, run.out, parts=plan.saves)
     Processes().wait()
     summary = {"stage": plan.name, "steps": fitted.summary["steps"], "seconds": fitted.summary["seconds"],
                "final": fitted.summary["final"]}
