@@ -8,14 +8,15 @@ A step names one runner (`RUNNERS`) and passes `settings` to it as the trainer's
 flags, `EncoderTraining`, `DecoderTrainArgs` (+ `PartSettings` overrides in `set`), `StageArgs` (+ the stage plan
 in nextgpt/training/plans.py, whose step counts and learning rates come from here), `AlignArgs`. `run_dir` is
 relative to the runs folder. `stop_after` makes a step one resumable part of a longer run: it trains until that
-step of the run and the next recipe step continues the same run folder. A `lanes` step runs its lanes at once, one
-process and one torch thread each (the 2 cores' worth of the small decoders, which gain little from a second
-thread), each lane's steps in order.
+step of the run and the next recipe step continues the same run folder. A `lanes` step runs its lanes at once,
+one process and one torch thread each, each lane's steps in order, each step in a fresh process: the nano recipe
+trains its LLM side (the encoder, the stages, the alignment) beside its decoders, which share nothing but the
+world.
 
-Minutes: `basis` says where each figure comes from. "measured" figures are the per-step speed of the runs that made
-the shipped checkpoint (each part's summary.json, kept in checkpoints/nano/decoders/metrics.json and
-encoder/metrics.json, and docs/training.md) times the planned steps; "estimate" marks the rest. Adding a setting
-to a trainer is adding a key to its steps here (the runner passes every key through).
+Minutes: `basis` says where each figure comes from: "measured" ones are seconds per step of this recipe's own
+from-scratch run on 2 otherwise idle cores, one thread per lane (its runs/recipe.json and each part's
+log.jsonl), times the planned steps; "estimate" marks the rest (the shipped runs' speeds, on two threads, x 1.6
+for one). Adding a setting to a trainer is adding a key to its steps here (the runner passes every key through).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _stage(name: str, plan: str, steps: int, lr: float, minutes: float, basis: s
     """An LLM-side stage: `StageArgs` fields; what trains, on which records, is the plan's (plans.py)."""
     return Step(name, "stage", {"stage": plan, "steps": steps, "batch_size": 8, "lr": lr, "seed": 0,
                                 "limit": None, "modality": modality, "run_dir": run_dir or name,
-                                "stop_after": stop_after, "threads": 2}, minutes, basis, note=note)
+                                "stop_after": stop_after, "threads": 1}, minutes, basis, note=note)
 
 
 def _lanes(name: str, lanes: tuple[tuple[Step, ...], ...], note: str = "") -> Step:
@@ -86,89 +87,109 @@ def _align(modality: str, limit: int, minutes: float, basis: str) -> Step:
     return Step(f"align_{modality}", "align",
                 {"modality": modality, "limit": limit, "steps": 2000, "batch_size": 64, "lr": 1e-3,
                  "weight_decay": 0.01, "max_len": 192, "seed": 0, "standardize": True, "fresh": True,
-                 "threads": 2, "run_dir": f"projectors_std_{modality}"}, minutes, basis,
+                 "threads": 1, "run_dir": f"projectors_std_{modality}"}, minutes, basis,
                 note="2000 steps (the shipped projectors: 4000); see docs/training.md, Time")
 
 
-# measured seconds per step (the shipped runs' summary.json: seconds / steps); decoders on one thread each
-_S = {"image_vae": 1082.4 / 700, "image_unet": 566.3 / 2200, "audio_vae": 444.6 / 400,
-      "audio_vocoder": 615.7 / 700, "audio_unet": 1470.0 / 4000, "video_vae": 996.5 / 700,
-      "video_unet": 2854.2 / 6000, "video_vae_decoder": 359.7 / 400, "video_unet_sign": 1333.1 / 1900,
-      "video_vae_decoder_fg": 59.9 / 800, "stage1": 6.9 * 60 / 220, "stage2": 9.7 * 60 / 150,
-      "stage3_plain": 17.0 * 60 / 200, "stage3": 56.8 * 60 / 500, "stage1_video": 3.5 * 60 / 150}
+# seconds per step on one torch thread beside the other lane (see `Step.basis`); "measured" ones come from the
+# from-scratch run of this recipe on 2 idle cores (runs/recipe.json, copied beside the checkpoint), "estimate" ones
+# from the shipped runs' speeds on two threads x 1.6
+_S: dict[str, tuple[float, str]] = {
+    "image_vae": (1082.4 / 700, "estimate"), "image_unet": (566.3 / 2200, "estimate"),
+    "audio_vae": (1.11, "estimate"), "audio_vocoder": (226.8 / 700, "measured"),
+    "audio_unet": (0.85, "measured"), "video_vae": (1.42, "estimate"), "video_unet": (0.65, "measured"),
+    "video_vae_decoder": (359.7 / 400, "estimate"), "video_unet_sign": (1333.1 / 1900, "estimate"),
+    "video_vae_decoder_fg": (59.9 / 800, "estimate"), "encoder": (1.0, "estimate"),
+    "stage1": (1.6 * 6.9 * 60 / 220, "estimate"), "stage2": (1.6 * 9.7 * 60 / 150, "estimate"),
+    "stage3_plain": (1.6 * 17.0 * 60 / 200, "estimate"), "stage3": (1.6 * 56.8 * 60 / 500, "estimate"),
+    "stage1_video": (1.6 * 3.5 * 60 / 150, "estimate"),
+}
 
 
 def _m(run: str, steps: int) -> tuple[float, str]:
-    """(minutes, basis) of `steps` steps at the measured speed of `run`."""
-    return steps * _S[run] / 60, f"measured: {_S[run]:.2f} s/step"
+    """(minutes, basis) of `steps` steps at the speed of `run` on one thread."""
+    seconds, kind = _S[run]
+    return steps * seconds / 60, f"{kind}: {seconds:.2f} s/step on one thread"
 
 
-VIDEO_UNET_SPLIT = 3500  # of its 6000 steps, the video UNet's first part (the lanes of the two decoder steps balance)
+VIDEO_UNET_SPLIT = 3500  # of its 6000 steps, the video UNet's first part (each part under the hour)
+STAGE3_PARTS = (170, 340)  # stage 3's 500 steps in three resumable parts (each under the hour on one thread)
 
 _VIDEO_SIGN = {"snr_gamma": 0.0, "high_noise_fraction": 0.5, "zero_terminal_snr": True, "frame_positions": True,
                "frame_init": 0.3, "sign_contrast": 4.0}
 
-NANO: tuple[Step, ...] = (
-    Step("world", "world", {"seed": 0, "train": 2000, "val": 200, "test": 200, "dialogues": 1.0,
-                            "train-tasks": 500, "val-tasks": 50, "test-tasks": 100, "frames": 8},
-         1.0, "estimate: 18.7 s measured for world v2; the task records about twice that"),
-    Step("general_chat", "general_chat", {"out": "assets/training/general_chat.json", "max_new_tokens": 60},
-         3.0, "estimate: ~100 answers of at most 60 tokens from SmolLM2-135M",
-         note="the committed file is kept when it is there (it is deterministic)"),
-    _lanes("decoders_a", (
-        (_decoder("decoders_image_vae", "image", "vae", 700, 8, 1e-3, *_m("image_vae", 700)),
-         _decoder("decoders_image_unet", "image", "unet", 2200, 16, 8e-4, *_m("image_unet", 2200)),
-         _decoder("decoders_audio_vae", "audio", "vae", 400, 8, 1e-3, *_m("audio_vae", 400)),
-         _decoder("decoders_audio_vocoder", "audio", "vocoder", 700, 8, 2e-3, *_m("audio_vocoder", 700),
-                  settings={"vae_mels": 0.5},
-                  note="HarmonicHifiGan; half of each batch's mels through the VAE just trained, as generation "
-                       "hands them over")),
-        (_decoder("decoders_video_vae", "video", "vae", 700, 8, 1e-3, *_m("video_vae", 700)),
-         _decoder("decoders_video_unet_1", "video", "unet", 6000, 8, 8e-4, *_m("video_unet", VIDEO_UNET_SPLIT),
-                  stop_after=VIDEO_UNET_SPLIT, note="the first part of one 6000-step run")),
-    )),
-    _lanes("decoders_b", (
-        (_decoder("decoders_audio_unet", "audio", "unet", 4000, 16, 5e-4, *_m("audio_unet", 4000)),
-         Step("encoder", "encoder",
-              {"steps": 683, "batch_size": 32, "audio_batch_size": 8, "single_clip": True, "lr": 1e-3,
-               "weight_decay": 0.05, "warmup": 40, "max_minutes": None, "seed": 0, "save_every": 50,
-               "log_every": 10, "eval_every": 150, "run_dir": "encoder"},
-              28.0, "estimate: on one thread (on two: 15.8 measured, the test eval included)",
-              note="683 steps: where the shipped run's 14-min time budget ended it; a step count, so that the "
-                   "run does not depend on the machine's speed")),
-        (_decoder("decoders_video_unet_2", "video", "unet", 6000, 8, 8e-4,
-                  *_m("video_unet", 6000 - VIDEO_UNET_SPLIT), note="continues decoders_video_unet_1"),
-         _decoder("decoders_video_vae_decoder", "video", "vae_decoder", 400, 8, 5e-4,
-                  *_m("video_vae_decoder", 400)),
-         _decoder("decoders_video_unet_sign", "video", "unet", 1900, 8, 3e-4, *_m("video_unet_sign", 1900),
-                  run_dir="decoders_video_sign", from_checkpoint=True, settings=_VIDEO_SIGN,
-                  note="trains on as UNet3DFramePositions with zero-terminal-SNR betas and a hinge: the true "
-                       "caption must beat its reversed-direction twin by 2 % (weight 4), so left/right follow "
-                       "the caption rather than the seed. frame_init sets the frame embeddings to 0.3 x "
-                       "sinusoids before it trains on (what the shipped UNet holds)"),
-         _decoder("decoders_video_vae_decoder_fg", "video", "vae_decoder", 800, 8, 5e-4,
-                  *_m("video_vae_decoder_fg", 800), run_dir="decoders_video_fg",
-                  settings={"foreground_weight": 10.0},
-                  note="the decoder alone (latents, hence the UNet, unchanged) with 10x loss weight on the "
-                       "shape's pixels, so that hue (blue vs purple) survives the round trip")),
-    ), note="the encoder needs nothing the decoders make, and the decoders nothing it makes"),
-    Step("decoders_eval", "decoders", {"modality": "all", "part": "eval", "eval_split": "test", "seed": 0,
-                                       "run_dir": "decoders", "threads": 2},
-         3.0, "estimate: 152 judged samples at the measured latencies (image 0.38 s, audio 0.75 s, video 1.5 s) "
-              "and the video VAE round trip"),
+_ENCODER = Step("encoder", "encoder",
+                {"steps": 683, "batch_size": 32, "audio_batch_size": 8, "single_clip": True, "lr": 1e-3,
+                 "weight_decay": 0.05, "warmup": 40, "max_minutes": None, "seed": 0, "save_every": 50,
+                 "log_every": 10, "eval_every": 150, "run_dir": "encoder"},
+                *_m("encoder", 683),
+                note="683 steps: where the shipped run's 14-min time budget ended it; a step count, so that the "
+                     "run does not depend on the machine's speed")
+
+# the LLM side: the encoder, then each stage on the last one's output, then the output projectors' alignment
+_LLM_LANE = (
+    _ENCODER,
     _stage("stage1", "stage1", 220, 3e-3, *_m("stage1", 220)),
     _stage("stage2", "stage2", 150, 1e-3, *_m("stage2", 150)),
     _stage("stage3_plain", "stage3_plain", 200, 5e-4, *_m("stage3_plain", 200),
            note="stage 3's first 200 steps, on its records without the per-kind mix"),
-    _stage("stage3_1", "stage3", 500, 5e-4, *_m("stage3", 250), run_dir="stage3", stop_after=250,
-           note="stage 3 with the data mix, trained on from stage3_plain; first half"),
-    _stage("stage3_2", "stage3", 500, 5e-4, *_m("stage3", 250), run_dir="stage3",
-           note="continues stage3_1 (the same run folder)"),
+    _stage("stage3_1", "stage3", 500, 5e-4, *_m("stage3", STAGE3_PARTS[0]), run_dir="stage3",
+           stop_after=STAGE3_PARTS[0], note="stage 3 with the data mix, trained on from stage3_plain; first part"),
+    _stage("stage3_2", "stage3", 500, 5e-4, *_m("stage3", STAGE3_PARTS[1] - STAGE3_PARTS[0]), run_dir="stage3",
+           stop_after=STAGE3_PARTS[1], note="continues stage3_1 (the same run folder)"),
+    _stage("stage3_3", "stage3", 500, 5e-4, *_m("stage3", 500 - STAGE3_PARTS[1]), run_dir="stage3",
+           note="continues stage3_2 (the same run folder)"),
     _stage("stage1_video", "stage1", 150, 1e-3, *_m("stage1_video", 150), modality="video",
            note="stage 1 again on video captions only"),
-    _align("video", 0, 15.5, "estimate: ~10 for the states of every video record, ~5.5 for 2000 steps"),
-    _align("image", 2000, 10.5, "estimate: ~5 for the states, ~5.5 for 2000 steps"),
-    _align("audio", 2000, 10.5, "estimate: ~5 for the states, ~5.5 for 2000 steps"),
+    _align("video", 0, 20.0, "estimate: ~14 for the states of every video record, ~6 for 2000 steps"),
+    _align("image", 2000, 13.0, "estimate: ~7 for the states, ~6 for 2000 steps"),
+    _align("audio", 2000, 13.0, "estimate: ~7 for the states, ~6 for 2000 steps"),
+)
+
+# the decoders: each part on the parts before it of its own modality only
+_DECODER_LANE = (
+    _decoder("decoders_image_vae", "image", "vae", 700, 8, 1e-3, *_m("image_vae", 700)),
+    _decoder("decoders_image_unet", "image", "unet", 2200, 16, 8e-4, *_m("image_unet", 2200)),
+    _decoder("decoders_audio_vae", "audio", "vae", 400, 8, 1e-3, *_m("audio_vae", 400)),
+    _decoder("decoders_audio_vocoder", "audio", "vocoder", 700, 8, 2e-3, *_m("audio_vocoder", 700),
+             settings={"vae_mels": 0.5},
+             note="HarmonicHifiGan; half of each batch's mels through the VAE just trained, as generation "
+                  "hands them over"),
+    _decoder("decoders_audio_unet", "audio", "unet", 4000, 16, 5e-4, *_m("audio_unet", 4000)),
+    _decoder("decoders_video_vae", "video", "vae", 700, 8, 1e-3, *_m("video_vae", 700)),
+    _decoder("decoders_video_unet_1", "video", "unet", 6000, 8, 8e-4, *_m("video_unet", VIDEO_UNET_SPLIT),
+             stop_after=VIDEO_UNET_SPLIT, note="the first part of one 6000-step run"),
+    _decoder("decoders_video_unet_2", "video", "unet", 6000, 8, 8e-4,
+             *_m("video_unet", 6000 - VIDEO_UNET_SPLIT), note="continues decoders_video_unet_1"),
+    _decoder("decoders_video_vae_decoder", "video", "vae_decoder", 400, 8, 5e-4,
+             *_m("video_vae_decoder", 400)),
+    _decoder("decoders_video_unet_sign", "video", "unet", 1900, 8, 3e-4, *_m("video_unet_sign", 1900),
+             run_dir="decoders_video_sign", from_checkpoint=True, settings=_VIDEO_SIGN,
+             note="trains on as UNet3DFramePositions with zero-terminal-SNR betas and a hinge: the true "
+                  "caption must beat its reversed-direction twin by 2 % (weight 4), so left/right follow "
+                  "the caption rather than the seed. frame_init sets the frame embeddings to 0.3 x "
+                  "sinusoids before it trains on (what the shipped UNet holds)"),
+    _decoder("decoders_video_vae_decoder_fg", "video", "vae_decoder", 800, 8, 5e-4,
+             *_m("video_vae_decoder_fg", 800), run_dir="decoders_video_fg",
+             settings={"foreground_weight": 10.0},
+             note="the decoder alone (latents, hence the UNet, unchanged) with 10x loss weight on the "
+                  "shape's pixels, so that hue (blue vs purple) survives the round trip"),
+)
+
+NANO: tuple[Step, ...] = (
+    Step("world", "world", {"seed": 0, "train": 2000, "val": 200, "test": 200, "dialogues": 1.0,
+                            "train-tasks": 500, "val-tasks": 50, "test-tasks": 100, "frames": 8},
+         1.0, "measured: 46.6 s"),
+    Step("general_chat", "general_chat", {"out": "assets/training/general_chat.json", "max_new_tokens": 60},
+         3.0, "estimate: ~100 answers of at most 60 tokens from SmolLM2-135M",
+         note="the committed file is kept when it is there (it is deterministic)"),
+    _lanes("train", (_LLM_LANE, _DECODER_LANE),
+           note="the LLM side and the decoders share nothing but the world (the stages' L2 targets come from the "
+                "frozen caption encoder), so they train side by side, one process and one thread each"),
+    Step("decoders_eval", "decoders", {"modality": "all", "part": "eval", "eval_split": "test", "seed": 0,
+                                       "run_dir": "decoders", "threads": 2},
+         3.0, "estimate: 152 judged samples at the measured latencies (image 0.38 s, audio 0.75 s, video 1.5 s) "
+              "and the video VAE round trip"),
     Step("fp16", "fp16", {}, 0.1, "measured: seconds",
          note="the stages write the projections and LoRA in fp32 (each starts from the last one's); shipped in "
               "fp16, loaded as fp32"),
@@ -198,7 +219,7 @@ def total_minutes(steps: tuple[Step, ...]) -> float:
 
 def stage_settings(name: str, recipe: str = "nano") -> dict[str, Any]:
     """steps / batch_size / lr of the recipe's first step that runs the stage plan `name` (plans.py's numbers)."""
-    for step in get(recipe):
+    for step in (leaf for top in get(recipe) for leaf in top.leaves()):
         if step.runs == "stage" and step.settings["stage"] == name:
             return {k: step.settings[k] for k in ("steps", "batch_size", "lr")}
     raise ValueError(f"the {recipe} recipe runs no stage {name!r}")

@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -38,7 +38,14 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository: scripts/ and asset
 STATE_FILE = "recipe.json"
 SMOKE_WORLD = {"train": 4, "val": 4, "test": 4,  # items per modality of each split of a smoke world
                "train-tasks": 1, "val-tasks": 1, "test-tasks": 1}  # and records per task row
-SMOKE_STOP_AFTER = 2  # a part that stops early stops here in a smoke run (every smoke trainer runs 3 or more steps)
+SMOKE_STEPS = 3  # every smoke trainer runs 3 or more steps: a part that stops early stops at its share of these
+
+
+def smoke_stop_after(stop_after: int | None, steps: int) -> int | None:
+    """Where a part that stops after `stop_after` of `steps` steps stops in a smoke run (1 .. SMOKE_STEPS - 1)."""
+    if not stop_after:
+        return None
+    return min(SMOKE_STEPS - 1, max(1, round(stop_after / steps * SMOKE_STEPS)))
 Progress = Callable[[str], None]
 
 
@@ -184,8 +191,8 @@ def decoder_args(step: Step, run: RecipeRun, threads: int) -> tuple[Any, int | N
     stop_after, sets = s.pop("stop_after", None), s.pop("set", {})
     s.pop("threads", None)
     if run.smoke:  # the trainer's own smoke sizes and steps
+        stop_after = smoke_stop_after(stop_after, s.get("steps", 0))
         s = {k: v for k, v in s.items() if k not in ("steps", "batch_size", "lr")}
-        stop_after = SMOKE_STOP_AFTER if stop_after else None
     args = DecoderTrainArgs(data=run.data, out=run.out, run_dir=run.runs / s.pop("run_dir"), threads=threads,
                             smoke=run.smoke, settings=tuple(f"{k}={_flag(v)}" for k, v in sets.items()), **s)
     return args, stop_after
@@ -211,8 +218,8 @@ def _stage(step: Step, run: RecipeRun, threads: int) -> dict[str, Any]:
     run_dir = run.runs / s.pop("run_dir")
     s["threads"] = threads
     if run.smoke:  # run_stage's smoke defaults: 3 steps of 2 on 8 examples per record kind
+        stop_after = smoke_stop_after(stop_after, s.get("steps", 0))
         s = {k: v for k, v in s.items() if k not in ("steps", "batch_size", "limit")}
-        stop_after = SMOKE_STOP_AFTER if stop_after else None
     result = run_stage(StageArgs(data=run.data, checkpoint=run.out, run_dir=run_dir,
                                  general_chat=_general_chat_path(run), smoke=run.smoke, **s), stop_after=stop_after)
     final = result.get("final") or (result.get("history") or [{}])[-1]
@@ -259,29 +266,33 @@ def _lane_init(level: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _run_lane(lane: tuple[Step, ...], run: RecipeRun, parent: str, number: int) -> list[str]:
-    """One lane's steps in order, in this (spawned) process, on one torch thread."""
-    ran = []
-    for step in lane:
-        log.info("%s lane %d: %s (expected %.0f min)", parent, number, step.name, step.minutes)
-        if run_leaf(step, run, RecipeState(run), threads=1, lane_of=parent):
-            ran.append(step.name)
-    return ran
+def _run_in_lane(step: Step, run: RecipeRun, parent: str, number: int) -> bool:
+    """One lane step, in a (spawned) process of its own, on one torch thread."""
+    log.info("%s lane %d: %s (expected %.0f min)", parent, number, step.name, step.minutes)
+    return run_leaf(step, run, RecipeState(run), threads=1, lane_of=parent)
 
 
 def run_lanes(step: Step, run: RecipeRun, state: RecipeState) -> list[str]:
-    """Every unfinished lane of `step` at once, one process each; recorded when every lane is done."""
+    """Every unfinished lane of `step` at once, each lane's steps in order; recorded when every lane is done.
+
+    Each step runs in a fresh process (one per task), so it starts from the state a step started alone with
+    --only starts from (torch's global generator, which dropout draws from, included), whatever ran before it."""
     todo = [(i, lane) for i, lane in enumerate(step.lanes, 1) if not all(state.finished(s.name) for s in lane)]
     # OpenMP threads that spin while they wait waste a shared core (see scripts/train_encoder.py); read at torch's
     # start in each lane process
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ran: list[str] = []
-    if todo:
-        with ProcessPoolExecutor(len(todo), mp_context=get_context("spawn"), initializer=_lane_init,
-                                 initargs=(logging.getLogger().getEffectiveLevel(),)) as pool:
-            futures = [pool.submit(_run_lane, lane, run, step.name, i) for i, lane in todo]
-            for future in futures:
-                ran += future.result()
+    if not todo:
+        return ran
+    with ProcessPoolExecutor(len(todo), mp_context=get_context("spawn"), initializer=_lane_init,
+                             initargs=(logging.getLogger().getEffectiveLevel(),), max_tasks_per_child=1) as pool:
+
+        def lane(number: int, steps: tuple[Step, ...]) -> list[str]:
+            return [s.name for s in steps if pool.submit(_run_in_lane, s, run, step.name, number).result()]
+
+        with ThreadPoolExecutor(len(todo)) as lanes:
+            for done in [lanes.submit(lane, i, steps) for i, steps in todo]:
+                ran += done.result()
     return ran
 
 
