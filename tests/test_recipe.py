@@ -14,7 +14,8 @@ import torch
 
 from conftest import ROOT, run_nextgpt
 from nextgpt.training import recipe as R
-from nextgpt.training.run_recipe import RUN, RecipeRun, RecipeState, _in_lane, chosen_steps, resolved, run_recipe
+from nextgpt.training.run_recipe import (RUN, RecipeRun, RecipeState, _in_lane, _left, chosen_steps, resolved,
+                                         run_recipe)
 
 NANO = R.get("nano")
 LEAVES = [leaf for step in NANO for leaf in step.leaves()]
@@ -181,6 +182,18 @@ def test_from_and_only_choose_steps(tmp_path):
 def test_a_lanes_step_run_alone_keeps_its_lanes_one_thread():
     assert _in_lane("nano", "decoders_video_unet_1") and _in_lane("nano", "encoder")
     assert _in_lane("nano", "stage1") and not _in_lane("nano", "decoders_eval") and not _in_lane("nano", "train")
+
+
+def test_the_eta_counts_what_is_left_of_a_lanes_step(tmp_path):
+    run = RecipeRun(runs=tmp_path / "runs", out=tmp_path / "out")
+    state = RecipeState(run)
+    train = next(s for s in NANO if s.lanes)
+    assert _left(train, state) == pytest.approx(train.minutes)
+    for leaf in train.lanes[0]:  # one lane done: the other lane is what is left
+        state.record(leaf.name, {"settings": leaf.settings})
+    assert _left(train, state) == pytest.approx(sum(s.minutes for s in train.lanes[1]))
+    state.record(train.name, {"settings": {}})
+    assert _left(train, state) == 0.0
 
 
 def test_the_cli_lists_the_recipe():

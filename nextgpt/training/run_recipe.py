@@ -302,6 +302,15 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _left(step: Step, state: RecipeState) -> float:
+    """Planned minutes of what is left of `step`: a lanes step's slowest lane, counting its unfinished steps."""
+    if state.finished(step.name):
+        return 0.0
+    if not step.lanes:
+        return step.minutes
+    return max(sum(s.minutes for s in lane if not state.finished(s.name)) for lane in step.lanes)
+
+
 def _in_lane(recipe: str, name: str) -> bool:
     """Whether the step called `name` is one of a lanes step's steps."""
     return any(step.lanes and name in {leaf.name for leaf in step.leaves()} for step in get(recipe))
@@ -337,7 +346,7 @@ def run_recipe(run: RecipeRun, progress: Progress = log.info) -> dict[str, Any]:
             progress(f"step {i}/{len(steps)} {step.name}: finished before, skipped")
             continue
         elapsed = time.perf_counter() - t0
-        remaining = sum(s.minutes for s in steps[i - 1:] if not state.finished(s.name)) * 60
+        remaining = sum(_left(s, state) for s in steps[i - 1:]) * 60
         pace = spent_actual / spent_expected if spent_expected else 1.0  # this machine against the plan
         progress(f"step {i}/{len(steps)} {step.name} (expected {step.minutes:.0f} min) | elapsed {_clock(elapsed)} | "
                  f"ETA {_clock(remaining * pace)}" + (" (smoke)" if run.smoke else ""))
