@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nextgpt.config import MODALITY_INFO  # noqa: E402
+from nextgpt.training.recipe import get, total_minutes  # noqa: E402
 
 MODALITIES = tuple(spec.name for spec in MODALITY_INFO.values())  # the metrics files' and report's keys
 
@@ -346,6 +347,7 @@ def main() -> None:
     meta = (_json(args.eval / "report.json") or {}).get("meta", {})
     chat = Path("assets/training/general_chat.json")
     general = len(json.loads(chat.read_text())) if chat.is_file() else 0
+    planned = f"planned ~{total_minutes(get('nano')) / 60:.1f} h on 2 CPU cores"
     parts = [
         "# nano: model card", "",
         "NExT-GPT's recipe at toy size, trained on 2 CPU cores on the procedural world of `nextgpt/world/` "
@@ -356,9 +358,9 @@ def main() -> None:
         "## Results", "", *results_section(args.eval), "",
         "## Reproduce", "",
         "```bash",
-        ("python -m nextgpt train --recipe nano                           # the weights (the recipe, planned ~3.9 h)"
+        (f"python -m nextgpt train --recipe nano                           # the weights (the recipe, {planned})"
          if (args.checkpoint / "recipe.json").is_file() else
-         "python -m nextgpt train --recipe nano   # the recipe (planned ~3.9 h); these weights predate it (below)"),
+         f"python -m nextgpt train --recipe nano   # the recipe ({planned}); these weights predate it (below)"),
         f"{eval_command(meta)}   # the report",
         "python scripts/model_card.py --checkpoint checkpoints/nano --eval benchmarks   # this card",
         "```", "",

@@ -91,16 +91,17 @@ def _align(modality: str, limit: int, minutes: float, basis: str) -> Step:
                 note="2000 steps (the shipped projectors: 4000); see docs/training.md, Time")
 
 
-# seconds per step on one torch thread beside the other lane (see `Step.basis`); "measured" ones come from the
-# from-scratch run of this recipe on 2 idle cores (runs/recipe.json, copied beside the checkpoint), "estimate" ones
-# from the shipped runs' speeds on two threads x 1.6
+# seconds per step on one torch thread beside the other lane (see `Step.basis`): "measured" ones come from this
+# recipe's from-scratch run (runs/v2: the step's wall time over its steps, caches and evaluations included, or the
+# median speed of its log.jsonl where the machine was shared for part of the step), "estimate" ones from the
+# shipped runs (one thread for the decoders; two for the stages, x 1.6)
 _S: dict[str, tuple[float, str]] = {
     "image_vae": (1082.4 / 700, "estimate"), "image_unet": (566.3 / 2200, "estimate"),
-    "audio_vae": (1.11, "estimate"), "audio_vocoder": (226.8 / 700, "measured"),
-    "audio_unet": (0.85, "measured"), "video_vae": (1.42, "estimate"), "video_unet": (0.65, "measured"),
-    "video_vae_decoder": (359.7 / 400, "estimate"), "video_unet_sign": (1333.1 / 1900, "estimate"),
-    "video_vae_decoder_fg": (59.9 / 800, "estimate"), "encoder": (1.0, "estimate"),
-    "stage1": (1.6 * 6.9 * 60 / 220, "estimate"), "stage2": (1.6 * 9.7 * 60 / 150, "estimate"),
+    "audio_vae": (444.6 / 400, "estimate"), "audio_vocoder": (226.8 / 700, "measured"),
+    "audio_unet": (0.85, "measured"), "video_vae": (996.5 / 700, "estimate"), "video_unet": (0.68, "measured"),
+    "video_vae_decoder": (120.4 / 400, "measured"), "video_unet_sign": (1.05, "measured"),
+    "video_vae_decoder_fg": (59.9 / 800, "estimate"), "encoder": (1453.0 / 683, "measured"),
+    "stage1": (813.0 / 220, "measured"), "stage2": (544.4 / 150, "measured"),
     "stage3_plain": (1.6 * 17.0 * 60 / 200, "estimate"), "stage3": (1.6 * 56.8 * 60 / 500, "estimate"),
     "stage1_video": (1.6 * 3.5 * 60 / 150, "estimate"),
 }

@@ -413,8 +413,9 @@ def describe(recipe: str, progress: Progress = log.info) -> dict[str, Any]:
             entry["settings"] = resolved(step)
         rows.append(entry)
     minutes = total_minutes(steps)
-    progress(f"in all: {minutes:.0f} min ({minutes / 60:.1f} h) on 2 CPU cores; no step over "
-             f"{max(s.minutes for s in steps):.0f} min")
+    longest = max(leaf.minutes for step in steps for leaf in step.leaves())
+    progress(f"in all: {minutes:.0f} min ({minutes / 60:.1f} h) on 2 CPU cores; no step over {longest:.0f} min "
+             "(a lane's steps one by one)")
     return {"recipe": recipe, "steps": rows, "minutes": round(minutes, 1)}
 
 
