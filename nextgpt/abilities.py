@@ -58,8 +58,8 @@ GENERAL_ANCHORS: tuple[str, ...] = (
 def other_anchors() -> list[str]:
     """What people ask a world model to do: every user phrasing of the world's training split (T2M requests
     filled with one caption per modality, requests about uploaded media) and `GENERAL_ANCHORS`."""
-    from nextgpt.world.prompts import TRAIN_BOOK
-    from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES, MODALITIES
+    from nextgpt.world.prompts import TRAIN_BOOK, question_senses
+    from nextgpt.world.vocab import ATTRIBUTES, CAPTION_TEMPLATES
 
     book = TRAIN_BOOK
     out = [p for prompts in book.comprehension.values() for p in prompts]
@@ -72,12 +72,7 @@ def other_anchors() -> list[str]:
     uploads = book.uploads  # requests about uploaded media: edits, conversions, questions about one or two
     out += [p for values in uploads.edits.values() for prompts in values.values() for p in prompts]
     out += list(uploads.reverse) + [t.format(value="left") for t in uploads.animate] + list(uploads.still)
-    out += [q for values in uploads.checks.values() for prompts in values.values() for q in prompts]
-    nouns = {"image": ("picture", "pictures"), "audio": ("sound", "sounds"), "video": ("clip", "clips")}
-    one = {attr: nouns[m] for m in reversed(MODALITIES) for attr in ATTRIBUTES[m]}  # colour, shape: a picture
-    out += [q.format(one=one[attr][0], noun=one[attr][1]) for table in (uploads.which, uploads.same)
-            for attr, values in table.items() for q in (values if isinstance(values, tuple) else
-                                                        [q for prompts in values.values() for q in prompts])]
+    out += list(question_senses(uploads))  # yes/no, which of two, the same in both: with every media noun
     return list(dict.fromkeys(out + list(GENERAL_ANCHORS)))
 
 
