@@ -14,9 +14,8 @@ trains its LLM side (the encoder, the stages, the alignment) beside its decoders
 world.
 
 Minutes: `basis` says where each figure comes from: "measured" ones are seconds per step of this recipe's own
-from-scratch run on 2 otherwise idle cores, one thread per lane (its runs/recipe.json and each part's
-log.jsonl), times the planned steps; "estimate" marks the rest (the shipped runs' speeds, on two threads, x 1.6
-for one). Adding a setting to a trainer is adding a key to its steps here (the runner passes every key through).
+from-scratch run, one thread per lane, times the planned steps; "estimate" marks the rest (`_S` says how each was
+taken). Adding a setting to a trainer is adding a key to its steps here (the runner passes every key through).
 """
 
 from __future__ import annotations

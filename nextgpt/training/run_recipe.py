@@ -46,6 +46,8 @@ def smoke_stop_after(stop_after: int | None, steps: int) -> int | None:
     if not stop_after:
         return None
     return min(SMOKE_STEPS - 1, max(1, round(stop_after / steps * SMOKE_STEPS)))
+
+
 Progress = Callable[[str], None]
 
 
