@@ -312,10 +312,18 @@ def _world_line(ckpt: Path) -> str:
     w = _json(ckpt / "training_world.json")
     if w is None:
         return "The world version it was trained on is not recorded."
-    return (f"This checkpoint was trained on version {w['world_version']} of the world: the train phrasings and "
-            "every attribute combination. The test split it is measured on (version 2) holds out phrasings (every "
-            "user turn phrased as no train turn is) and media (none equal to a train medium); the combinations "
-            "that version 2 keeps out of training were in this checkpoint's training data (`docs/measurement.md`).")
+    line = (f"This checkpoint was trained on version {w['world_version']} of the world (its train split: the train "
+            "phrasings and ")
+    held_out = w.get("held_out_pairs")
+    if held_out:
+        pairs = ", ".join(p for pairs in held_out.values() for p in pairs)
+        return line + (f"every attribute combination but the held-out ones: {pairs}). The test split it is measured "
+                       "on holds out phrasings (every user turn phrased as no train turn is) and media (none equal "
+                       "to a train medium), and has those combinations (`docs/measurement.md`).")
+    return line + ("every attribute combination). The test split it is measured on (version 2 and later) holds out "
+                   "phrasings (every user turn phrased as no train turn is) and media (none equal to a train "
+                   "medium); the combinations that version 2 keeps out of training were in this checkpoint's "
+                   "training data (`docs/measurement.md`).")
 
 
 def _relink(markdown: str, eval_dir: Path, card_dir: Path) -> str:

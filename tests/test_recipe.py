@@ -54,8 +54,19 @@ def test_every_step_runs_in_smoke_and_is_recorded_with_its_time_settings_and_met
     ckpt = run.out
     assert json.loads((ckpt / "recipe.json").read_text()) == state
     for part in ("encoder/encoder.safetensors", "input_projection.safetensors", "output_projectors.safetensors",
-                 "token_rows.safetensors", "lora/adapter_model.safetensors", "decoders/metrics.json"):
+                 "token_rows.safetensors", "lora/adapter_model.safetensors", "decoders/metrics.json",
+                 "world.json", "training_world.json"):
         assert (ckpt / part).is_file(), part
+    # the world it learnt: the smoke world's version and held-out combinations; the notice calibrated on the weights
+    from nextgpt.eval.provenance import weight_hash
+    from nextgpt.world.records import WORLD_VERSION
+    from nextgpt.world.vocab import HELD_OUT_PAIRS
+
+    trained = json.loads((ckpt / "training_world.json").read_text())
+    assert trained["world_version"] == WORLD_VERSION and trained["held_out_pairs"]
+    assert sorted(p for pairs in trained["held_out_pairs"].values() for p in pairs) == sorted(
+        " ".join(pair) for pairs in HELD_OUT_PAIRS.values() for pair in pairs)
+    assert json.loads((ckpt / "world.json").read_text())["calibration"]["weight_hash"] == weight_hash(ckpt)
     for modality, parts in {"image": ("vae", "unet"), "audio": ("vae", "vocoder", "unet"),
                             "video": ("vae", "unet")}.items():
         for part in parts:
@@ -168,7 +179,8 @@ def test_every_step_builds_its_trainers_arguments_as_the_real_run_does():
 
 def test_from_and_only_choose_steps(tmp_path):
     run = RecipeRun(runs=tmp_path)
-    assert [s.name for s in chosen_steps(dataclasses.replace(run, start="decoders_eval"))] == ["decoders_eval", "fp16"]
+    assert [s.name for s in chosen_steps(dataclasses.replace(run, start="decoders_eval"))] == [
+        "decoders_eval", "fp16", "world_profile"]
     assert [s.name for s in chosen_steps(dataclasses.replace(run, only="decoders_video_unet_sign"))] == [
         "decoders_video_unet_sign"]
     with pytest.raises(ValueError):

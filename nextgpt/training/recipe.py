@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-RUNNERS = ("world", "general_chat", "encoder", "decoders", "stage", "align", "fp16", "lanes")
+RUNNERS = ("world", "general_chat", "encoder", "decoders", "stage", "align", "fp16", "world_profile", "lanes")
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,10 @@ NANO: tuple[Step, ...] = (
     Step("fp16", "fp16", {}, 0.1, "measured: seconds",
          note="the stages write the projections and LoRA in fp32 (each starts from the last one's); shipped in "
               "fp16, loaded as fp32"),
+    Step("world_profile", "world_profile", {"fit": 1000, "ood": 50, "quantile": 0.995, "components": 32, "seed": 1},
+         5.0, "estimate: ~5 min on 2 cores (scripts/calibrate_ood.py)",
+         note="training_world.json (the world version and held-out combinations it learnt) and world.json (the "
+              "\"outside its world\" notice, calibrated on the final weights)"),
 )
 
 RECIPES: dict[str, tuple[Step, ...]] = {"nano": NANO}

@@ -248,9 +248,31 @@ def _fp16(step: Step, run: RecipeRun, threads: int) -> dict[str, Any]:
     return {"fp16_files": sum(1 for line in proc.stderr.splitlines() if " F16 " in line)}
 
 
+def _world_profile(step: Step, run: RecipeRun, threads: int) -> dict[str, Any]:
+    """training_world.json (which world the checkpoint learnt) and world.json (scripts/calibrate_ood.py)."""
+    train = json.loads((run.data / "train" / "meta.json").read_text())
+    held_out = train.get("held_out_pairs") if train.get("held_out_in_split") is False else None
+    write_json(run.out / "training_world.json", {
+        "world_version": train["version"], "seed": train["seed"], "items_per_modality": train["n"],
+        "held_out_pairs": held_out,
+        "note": (f"trained on the world's train split of version {train['version']} (`python -m nextgpt train "
+                 f"--recipe {run.recipe}`, its world step: seed {train['seed']}, {train['n']} items per modality): "
+                 "the phrasings of prompts.TRAIN_BOOK and every attribute combination "
+                 + ("but the held-out ones (vocab.HELD_OUT_PAIRS)" if held_out else ""))})
+    s = {**step.settings, **({"fit": 24, "ood": 2, "components": 4} if run.smoke else {})}
+    args = [a for k, v in s.items() for a in (f"--{k}", str(v))]
+    proc = _script("calibrate_ood.py", "--checkpoint", str(run.out), "--data", str(run.data), *args)
+    if proc.returncode:
+        raise RuntimeError(f"calibrate_ood.py failed: {proc.stderr[-2000:]}")
+    calibration = json.loads((run.out / "world.json").read_text())["calibration"]
+    return {"world_version": train["version"], "held_out_pairs": held_out,
+            **{m: {"threshold": f["threshold"], "test_flagged": f"{f['test']['flagged']}/{f['test']['n']}"}
+               for m, f in calibration["modalities"].items()}}
+
+
 RUN: dict[str, Callable[[Step, RecipeRun, int], dict[str, Any]]] = {
     "world": _world, "general_chat": _general_chat, "encoder": _encoder, "decoders": _decoders, "stage": _stage,
-    "align": _align, "fp16": _fp16,
+    "align": _align, "fp16": _fp16, "world_profile": _world_profile,
 }
 
 
