@@ -512,6 +512,13 @@ def fit(
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
         files.write_json(run_dir / "settings.json", asdict(settings))
+
+    def save(at: int, elapsed: float) -> None:
+        """The state at step `at`: a sharded module's processes all gather it, the main process writes it."""
+        if processes.main or sharding is not None:
+            save_state(run_dir, at, module, opt, seconds=elapsed, ema=ema, write=processes.main)
+        processes.wait()
+
     orders = {key: torch.from_numpy(data_order(s.n, settings.steps, s.batch_size, settings.seed + 1000 * k))
               for k, (key, s) in enumerate(streams.items())}
     module.train()
@@ -581,18 +588,14 @@ def fit(
                 logged = True
             stopping = stop_after is not None and step >= stop_after and step < settings.steps
             if run_dir is not None and (step % settings.save_every == 0 or step == settings.steps or stopping):
-                if processes.main or sharding is not None:
-                    save_state(run_dir, step, module, opt, seconds=tick(), ema=ema, write=processes.main)
-                processes.wait()
+                save(step, tick())
             if stopping:
                 stopped = module if sharding is None else sharding.copy(module, whole=True)
                 return Fitted(stopped, {"name": name, "stopped_at": step, "final": row}, history)
         if logf is not None and row and not logged:  # ended by the time budget between two log rows
             logf.write(json.dumps(row) + "\n")
         if run_dir is not None and ended_by != "steps" and step % settings.save_every:
-            if processes.main or sharding is not None:
-                save_state(run_dir, step, module, opt, seconds=seconds, ema=ema, write=processes.main)
-            processes.wait()
+            save(step, seconds)
     finally:
         bar.close()
         if logf is not None:
