@@ -124,8 +124,8 @@ def test_the_recipe_fits_the_budget_and_every_setting_reaches_its_trainer():
     from nextgpt.training.projectors import AlignArgs
     from nextgpt.training.stages import StageArgs
 
-    # 4 hours in all; no step over the hour (a lanes step's own steps are its steps)
-    assert R.total_minutes(NANO) <= 240 and max(leaf.minutes for leaf in LEAVES) <= 60
+    # no step over the hour (a lanes step's own steps are its steps); the total is `--list`'s to report
+    assert max(leaf.minutes for leaf in LEAVES) <= 60
     names = [s.name for s in NANO if s.lanes] + [leaf.name for leaf in LEAVES]
     assert len(set(names)) == len(names)
     fields = {"decoders": {f.name for f in dataclasses.fields(DecoderTrainArgs)} | {"stop_after", "set"},
@@ -211,8 +211,10 @@ def test_the_eta_counts_what_is_left_of_a_lanes_step(tmp_path):
 def test_the_cli_lists_the_recipe():
     listed, stderr = run_nextgpt("train", "--recipe", "nano", "--list")
     assert [s["name"] for s in listed["steps"]] == [s.name for s in NANO]
-    assert listed["minutes"] <= 240
+    assert listed["minutes"] == pytest.approx(R.total_minutes(NANO), abs=0.05)
     video_sign = next(leaf for s in listed["steps"] for lane in s.get("lanes", []) for leaf in lane
                       if leaf["name"] == "decoders_video_unet_sign")
     assert video_sign["settings"]["part_settings"]["sign_contrast"] == 4.0  # the override, in the resolved settings
-    assert "in all:" in stderr
+    line = next(line for line in stderr.splitlines() if line.startswith("in all:"))
+    over = listed["minutes"] - R.GOAL_MINUTES
+    assert (f"{over:.0f} min over the 4 h goal" if over > 0 else "within the 4 h goal") in line, line

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from nextgpt.files import write_json
-from nextgpt.training.recipe import Step, find, get, total_minutes
+from nextgpt.training.recipe import GOAL_MINUTES, Step, find, get, total_minutes
 
 log = logging.getLogger(__name__)
 
@@ -438,8 +438,10 @@ def describe(recipe: str, progress: Progress = log.info) -> dict[str, Any]:
         rows.append(entry)
     minutes = total_minutes(steps)
     longest = max(leaf.minutes for step in steps for leaf in step.leaves())
-    progress(f"in all: {minutes:.0f} min ({minutes / 60:.1f} h) on 2 CPU cores; no step over {longest:.0f} min "
-             "(a lane's steps one by one)")
+    goal = (f"{minutes - GOAL_MINUTES:.0f} min over" if minutes > GOAL_MINUTES else "within") + \
+        f" the {GOAL_MINUTES / 60:g} h goal"
+    progress(f"in all: {minutes:.0f} min ({minutes / 60:.1f} h) on 2 CPU cores, {goal}; no step over "
+             f"{longest:.0f} min (a lane's steps one by one)")
     return {"recipe": recipe, "steps": rows, "minutes": round(minutes, 1)}
 
 
