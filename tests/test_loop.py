@@ -85,6 +85,8 @@ def test_interrupted_run_with_ema_and_random_draws_resumes_to_the_same_weights(t
     model, loss_fn = _regression()
     stopped = fit("r", model, loss_fn, 24, settings, tmp_path / "cut", stop_after=4)
     assert stopped.summary["stopped_at"] == 4
+    with open(tmp_path / "cut" / "log.jsonl", "a") as f:  # a process killed after logging a step past its state
+        f.write(json.dumps({"step": 5, "loss": 0.0}) + "\n")
     model, loss_fn = _regression()  # a new process: fresh weights, the state loaded over them
     resumed = fit("r", model, loss_fn, 24, settings, tmp_path / "cut")
     assert [r["step"] for r in resumed.history] == [5, 6, 7]

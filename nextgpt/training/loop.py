@@ -509,6 +509,9 @@ def fit(
     if start:
         _check_same_settings(name, run_dir, settings)
         log.info("%s: resuming at step %d", name, start)
+        if writes and (run_dir / "log.jsonl").is_file():  # a killed run logged steps past its state: they rerun
+            rows = (run_dir / "log.jsonl").read_text().splitlines(keepends=True)
+            files.write_text(run_dir / "log.jsonl", "".join(r for r in rows if json.loads(r)["step"] <= start))
     if writes:
         run_dir.mkdir(parents=True, exist_ok=True)
         files.write_json(run_dir / "settings.json", asdict(settings))
