@@ -93,7 +93,7 @@ def _align(modality: str, limit: int, minutes: float, basis: str) -> Step:
 # seconds per step on one torch thread beside the other lane (see `Step.basis`): "measured" ones come from this
 # recipe's from-scratch run (runs/v2: the step's wall time over its steps, caches and evaluations included, or the
 # median speed of its log.jsonl where the machine was shared for part of the step), "estimate" ones from the
-# shipped runs (one thread for the decoders; two for the stages, x 1.6)
+# shipped runs (the two VAEs, on one thread)
 _S: dict[str, tuple[float, str]] = {
     "image_vae": (267.8 / 700, "measured"), "image_unet": (1002.8 / 2200, "measured"),
     "audio_vae": (444.6 / 400, "estimate"), "audio_vocoder": (226.8 / 700, "measured"),
