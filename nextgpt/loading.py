@@ -138,6 +138,9 @@ def save_checkpoint(model: LoadableModel, folder: str | Path, *,
     if "lora" in parts and hasattr(model.llm, "peft_config"):
         # the added rows are in token_rows.safetensors: never a second full copy of the embeddings
         model.llm.save_pretrained(folder / LORA_DIR, safe_serialization=True, save_embedding_layers=False)
+        # peft writes a template model card (with this machine's cache path) beside the adapter: the checkpoint's
+        # own card is <folder>/README.md
+        (folder / LORA_DIR / "README.md").unlink(missing_ok=True)
     return folder
 
 

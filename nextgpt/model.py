@@ -395,10 +395,13 @@ class NextGPT(nn.Module):
         return arr[0]
 
     # ---- training-side helpers -------------------------------------------------------------------
-    def signal_states(self, batch: dict[str, Any]) -> tuple[Any, dict[Modality, tuple[torch.Tensor, torch.Tensor]]]:
+    def signal_states(self, batch: dict[str, Any], *, logits: bool = True
+                      ) -> tuple[Any, dict[Modality, tuple[torch.Tensor, torch.Tensor]]]:
         """Run the LLM teacher-forced on a `forward` batch. Returns its output and, per modality with blocks,
         the output projector's inputs at the signal tokens: last hidden states and token embeddings, each
-        (k, num_signal_tokens, H), blocks in batch order (the order of batch["block_targets"][modality])."""
+        (k, num_signal_tokens, H), blocks in batch order (the order of batch["block_targets"][modality]).
+        `logits=False` runs the decoder without the LM head (output: its last hidden state): the same states
+        without the (B, T, vocab) product, about a quarter of the layers' own cost at nano's size."""
         ids = batch["input_ids"]
         embeds = self.llm.get_input_embeddings()(ids)  # (B, T, H)
         if batch.get("media_feats") is not None and len(batch["media_feats"]):
@@ -406,10 +409,14 @@ class NextGPT(nn.Module):
             projected = self.input_proj(batch["media_feats"].to(self.input_proj.weight.dtype)).to(embeds.dtype)
             embeds = embeds.index_put((rows, cols), projected)
         blocks = batch.get("blocks") or []
-        out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], output_hidden_states=bool(blocks))
+        if logits:
+            out = self.llm(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                           output_hidden_states=bool(blocks))
+        else:
+            out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
         states: dict[Modality, tuple[torch.Tensor, torch.Tensor]] = {}
         if blocks:
-            hidden = out.hidden_states[-1]
+            hidden = out.hidden_states[-1] if logits else out.last_hidden_state
             tok_embeds = self.llm.get_input_embeddings()(ids)
             for spec in self.cfg.decoders:
                 mine = [(r, s) for r, s, m in blocks if m == spec.modality]

@@ -119,35 +119,55 @@ def step_metrics(entry: dict) -> str:
         return " || ".join(" -> ".join(lane) for lane in m.get("lanes", []))
     if runs == "fp16":
         return f"{m.get('fp16_files')} weight files in fp16"
+    if runs == "world_profile":
+        flagged = "; ".join(f"{mod} {d['test_flagged']}" for mod, d in m.items() if isinstance(d, dict)
+                            and "test_flagged" in d)
+        return f"world version {m.get('world_version')}; test media flagged as outside the world: {flagged}"
     return ""
 
 
 def recipe_section(ckpt: Path) -> list[str]:
-    """Every step of the recipe run that built this checkpoint (<checkpoint>/recipe.json): time and metrics."""
+    """Every step of the recipe run that built this checkpoint (<checkpoint>/recipe.json): time and metrics, in the
+    recipe's order. A lanes step whose steps were started one by one (`--only`) has no wall time of its own: it
+    counts its slower lane's steps."""
     state = _json(ckpt / "recipe.json")
     if state is None:
         return ["No `recipe.json` here: these weights were not built by `python -m nextgpt train --recipe nano` in "
                 "one run. How they were made: `docs/training.md`, *How the shipped checkpoint was made*."]
     steps = state["steps"]
-    top = [(name, e) for name, e in steps.items() if not e.get("lane_of")]
     lines = [f"Built by `python -m nextgpt train --recipe {state['recipe']}`"
              + (" **in smoke mode (toy sizes, a few steps)**" if state.get("smoke") else "")
-             + "; from its state file (`recipe.json` in this folder): every step's wall time against the plan "
-               "(`nextgpt/training/recipe.py`) and its final metrics. Steps of a lane ran in parallel with the "
-               "other lane's, one thread each.", "",
+             + "; from its state file (`recipe.json` in this folder): every step's wall time against the plan it "
+               "ran under (`nextgpt/training/recipe.py` then) and its final metrics. Steps of a lane ran in parallel "
+               "with the other lane's, one thread each.", "",
              "| step | runs | planned min | min | final metrics |", "|---|---|---|---|---|"]
-    for name, entry in top:
-        lines.append(f"| {name} | {entry['runs']} | {entry['expected_minutes']:.1f} | {entry['seconds'] / 60:.1f} | "
-                     f"{step_metrics(entry)} |")
-        lanes = (entry.get("metrics") or {}).get("lanes") or [[n for n, e in steps.items() if e.get("lane_of") == name]]
-        for leaf in (n for lane in lanes for n in lane if n in steps):
-            e = steps[leaf]
-            if e.get("lane_of") == name:
-                lines.append(f"| - {leaf} | {e['runs']} | {e['expected_minutes']:.1f} | {e['seconds'] / 60:.1f} | "
-                             f"{step_metrics(e)} |")
-    planned = sum(e["expected_minutes"] for _, e in top)
-    spent = sum(e["seconds"] for _, e in top) / 60
-    lines += ["", f"In all: {spent:.1f} min ({spent / 60:.2f} h) for {len(top)} steps, planned {planned:.0f} min."]
+    planned = spent = 0.0
+
+    def row(name: str, prefix: str = "") -> tuple[float, float]:
+        e = steps.get(name)
+        if e is None:
+            lines.append(f"| {prefix}{name} | - | - | - | not run |")
+            return 0.0, 0.0
+        lines.append(f"| {prefix}{name} | {e['runs']} | {e['expected_minutes']:.1f} | {e['seconds'] / 60:.1f} | "
+                     f"{step_metrics(e)} |")
+        return e["expected_minutes"], e["seconds"] / 60
+
+    for top in get(state["recipe"]):
+        if not top.lanes:
+            p, m = row(top.name)
+            planned, spent = planned + p, spent + m
+            continue
+        e = steps.get(top.name) or {}
+        rows_at = len(lines)
+        lanes = [sum(row(leaf.name, f"- lane {i + 1}: ")[1] for leaf in lane) for i, lane in enumerate(top.lanes)]
+        own = e.get("seconds", 0.0) / 60
+        minutes = own if own > 0 else max(lanes)
+        how = "" if own > 0 else f" (its steps started one by one: the slower lane's sum; lanes {' / '.join(f'{x:.1f}' for x in lanes)})"
+        lines.insert(rows_at, f"| {top.name} | lanes | {e.get('expected_minutes', top.minutes):.1f} | {minutes:.1f} | "
+                               f"two lanes side by side{how} |")
+        planned, spent = planned + e.get("expected_minutes", top.minutes), spent + minutes
+    lines += ["", f"In all: {spent:.1f} min ({spent / 60:.2f} h), planned {planned:.0f} min. How the run went, and "
+              "what the plan is now: `docs/training.md`, *How the shipped checkpoint was made* and *Time*."]
     return lines
 
 
@@ -161,6 +181,17 @@ def _counts(rates: dict, keys) -> str:
     return ", ".join(f"{k} {rates[k]['k']}/{rates[k]['n']}" for k in keys if k in rates)
 
 
+def _combination_rows(rows: dict) -> list[Row]:
+    """Every attribute right on items whose attribute combination the train split shows / holds out."""
+    out = []
+    for m in ("image", "video"):
+        combos = rows[m].get("combinations", {})
+        for key, name in (("seen", "seen"), ("held_out", "held-out")):
+            if combos.get(key) and combos[key]["n"]:
+                out.append((f"{m}, {name} combinations: every attribute", combos[key], None, ""))
+    return out
+
+
 def ability_tables(r: dict) -> list[tuple[str, list[Row]]]:
     """The headline rows of an eval report.json, one table per ability: (title, rows)."""
     cap, gen, edit, dia = r["captioning"]["rows"], r["generation"]["rows"], r["editing"], r["dialogue"]
@@ -168,6 +199,7 @@ def ability_tables(r: dict) -> list[tuple[str, list[Row]]]:
     goals = {"image": 0.90, "audio": 0.90, "video": 0.80}
     reading = [(f"{m}: {words[m]}", cap[m]["attributes"]["all"], goals[m],
                 _counts(cap[m]["attributes"], [k for k in cap[m]["attributes"] if k != "all"])) for m in words]
+    reading += _combination_rows(cap)
     switching = [(f"{m} requests: {m} produced", gen[m]["switch_accuracy"], 0.95, "") for m in words]
     switching.append(("general questions: no media produced", gen["text"]["switch_accuracy"], 0.95, ""))
     a = {m: gen[m]["attributes"] for m in words}
@@ -180,10 +212,7 @@ def ability_tables(r: dict) -> list[tuple[str, list[Row]]]:
         ("video: direction", a["video"]["direction"], 0.70, ""),
         ("video: colour, shape and direction", a["video"]["all"], None, ""),
     ]
-    for m in ("image", "video"):
-        held = gen[m].get("combinations", {}).get("held_out")
-        if held and held["n"]:
-            generating.append((f"{m}, held-out combinations: every attribute", held, None, ""))
+    generating += _combination_rows(gen)
     by_modality = {m: v["all"] for m, v in edit["rows"].items()}
     editing = [("every edit", edit["accuracy"], 0.70, _counts(by_modality, MODALITIES)),
                *((f"{_EDIT_KINDS.get(k, k)}", v, None, "") for k, v in edit.get("by_kind", {}).items()),
@@ -270,7 +299,7 @@ def results_section(eval_dir: Path) -> list[str]:
              f"{world.get('phrasings')} phrasings), limit {meta.get('config', {}).get('limit')} (items per modality, "
              f"edit turns, dialogues), through `NextGPT.chat`; weights `{str(meta.get('weight_hash'))[:19]}...`, code "
              f"`{str(meta.get('git_commit'))[:7]}` (`benchmarks/report.json`; every judged turn in "
-             "`benchmarks/items.jsonl`). Rates in %, with the 95 % Wilson interval; *chance*: a blind guess of every "
+             "`benchmarks/items.jsonl.gz`). Rates in %, with the 95 % Wilson interval; *chance*: a blind guess of every "
              "judged word; *met* / *short* by the measured rate, and where the interval reaches across the target "
              "this n cannot settle it.", ""]
     trained = meta.get("checkpoint_world", {}).get("world_version")
@@ -372,7 +401,7 @@ def main() -> None:
         f"{eval_command(meta)}   # the report",
         "python scripts/model_card.py --checkpoint checkpoints/nano --eval benchmarks   # this card",
         "```", "",
-        "Decoding is greedy and every diffusion call seeded, so the same command gives the same `items.jsonl`. "
+        "Decoding is greedy and every diffusion call seeded, so the same command gives the same `items.jsonl.gz`. "
         "How the judges, intervals and chance levels work, and what the test split holds out: "
         "`docs/measurement.md`. The training recipe, the record of the run that made these weights and its time "
         "per step: `docs/training.md`.", "",

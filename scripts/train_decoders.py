@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nextgpt.config import MODALITY_INFO  # noqa: E402
 from nextgpt.training.decoders import PARTS, DecoderTrainArgs, parse_settings, run  # noqa: E402
+from nextgpt.training.loop import end_processes  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None = None) -> DecoderTrainArgs:
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     results = run(parse_args(argv))
     logging.getLogger("train_decoders").info("done: %s", sorted(results))
+    end_processes()
 
 
 if __name__ == "__main__":

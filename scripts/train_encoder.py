@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from nextgpt.config import EncoderConfig, NextGPTConfig  # noqa: E402
 from nextgpt.training.encoder import EncoderTraining, train_encoder  # noqa: E402
+from nextgpt.training.loop import end_processes  # noqa: E402
 
 log = logging.getLogger("train_encoder")
 DEFAULTS = EncoderTraining()
@@ -86,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run(parse_args(argv))
     log.info("done: %s", {k: result[k] for k in ("steps", "seconds", "ended_by", "zero_shot", "probe") if k in result})
+    end_processes()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from nextgpt.training.loop import Batch, LoopSettings, Processes, fit  # noqa: E402
+from nextgpt.training.loop import Batch, LoopSettings, Processes, end_processes, fit  # noqa: E402
 
 SETTINGS = LoopSettings(steps=6, batch_size=8, lr=0.05, warmup=2, ema_decay=0.9, save_every=2, log_every=1, seed=3)
 
@@ -75,6 +75,7 @@ def decoders(run_dir: Path, world: Path) -> dict:
 
 
 def main() -> None:
+    faulthandler.enable()  # a fatal signal (an abort in gloo) prints where every thread was
     faulthandler.dump_traceback_later(240, exit=True)  # a stuck collective fails the test, with the stacks
     ap = argparse.ArgumentParser()
     ap.add_argument("trainer", choices=("regression", "stage", "decoders"))
@@ -92,6 +93,8 @@ def main() -> None:
     processes = Processes()
     out["processes"] = processes.count
     (a.run_dir.parent / f"seen-{processes.index}.json").write_text(json.dumps(out))
+    end_processes()  # several processes end here, without the interpreter's teardown
+    (a.run_dir.parent / f"after-{processes.index}.json").write_text("{}")
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
     report = evaluate(oracle_model, cfg, base=("stand-in", base.__getitem__))
     paths = write_report(report, tmp_path / "eval")
     out = tmp_path / "eval"
-    for name in ("report.json", "report.md", "items.jsonl", "captioning.png", "generation.png",
+    for name in ("report.json", "report.md", "items.jsonl.gz", "captioning.png", "generation.png",
                  "modality_confusion.png", "embedding_metrics.png", "editing_dialogue.png", "samples.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert len(paths["plots"]) == 6
@@ -261,6 +261,27 @@ def test_eval_end_to_end(oracle_model, world, tmp_path):
                                               use_meteor=False), base=("stand-in", base.__getitem__))
     first = {json.dumps({k: v for k, v in item.items()}, sort_keys=True) for item in report.items}
     assert all(json.dumps(item, sort_keys=True) in first for item in again.items)
+
+
+def test_workers_give_the_replies_of_one_process(world):
+    """`--workers 2`: the chat calls answered by two processes, each loading nano, give the very items and tables
+    of one process (greedy decoding, every call seeded by its record)."""
+    import dataclasses
+
+    from nextgpt.model import NextGPT
+
+    model = NextGPT.from_preset("nano")
+    cfg = EvalConfig(data_dir=world, split="test", limit=1, max_new_tokens=16, num_inference_steps=4, progress=False,
+                     use_meteor=False)
+    one = evaluate(model, cfg)
+    two = evaluate(model, dataclasses.replace(cfg, workers=2), load=("nano", {}))
+    assert two.meta["chat_calls"] == one.meta["chat_calls"] == len(one.items) > 10
+    assert two.meta["config"]["workers"] == 2 and one.meta["config"]["workers"] == 1
+    assert two.items == one.items
+    dump = lambda tables: json.dumps(tables, sort_keys=True, default=str)  # noqa: E731
+    assert dump(two.tables) == dump(one.tables)
+    with pytest.raises(ValueError, match="workers > 1 needs `load`"):
+        evaluate(model, dataclasses.replace(cfg, workers=2))
 
 
 def test_eval_cli_on_a_text_only_checkpoint(tiny_model, world, tmp_path, monkeypatch, capsys):
@@ -399,6 +420,9 @@ class _Scripted:
 
     def __init__(self, records: dict[int, list], right: bool) -> None:
         self.records, self.right = records, right
+
+    def replies(self, calls):
+        return [self.chat(messages, seed) for messages, seed in calls]
 
     def chat(self, messages, seed):
         from nextgpt.eval.evaluate import _media_parts, _text

@@ -20,6 +20,12 @@ from nextgpt.project import InputProjection, build_output_projectors
 from nextgpt.model import NextGPT
 
 
+def test_a_saved_lora_folder_holds_the_adapter_and_no_template_card(tiny_model, tmp_path):
+    tiny_model.add_lora()
+    save_checkpoint(tiny_model, tmp_path, parts=("lora",))
+    assert sorted(p.name for p in (tmp_path / "lora").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+
+
 def test_save_load_round_trip(tiny_model, tmp_path):
     with torch.no_grad():
         tiny_model.input_proj.weight.add_(1.0)

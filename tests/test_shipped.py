@@ -26,7 +26,7 @@ def test_eval_limit_4_on_the_shipped_checkpoint(test_world, tmp_path):
     out = tmp_path / "eval"
     result, _ = run_nextgpt("eval", "--preset", "nano", "--data", str(test_world), "--split", "test", "--limit", "4",
                      "--no-meteor", "--out", str(out))
-    for name in ("report.md", "report.json", "items.jsonl", "generation.png", "samples.png"):
+    for name in ("report.md", "report.json", "items.jsonl.gz", "generation.png", "samples.png"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["errors"] == [] and report["meta"]["skipped"] == []

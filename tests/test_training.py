@@ -120,6 +120,97 @@ def test_projector_alignment_learns_on_cached_signal_states(tiny_model):
     assert after["nearest_colour_accuracy"] == after["nearest_shape_accuracy"] == 1.0
 
 
+def test_upload_features_are_encoded_once_per_encoder_and_file(tiny_model, tmp_path, monkeypatch):
+    """The stages and the alignment share a features file per encoder: a second pass encodes nothing, a changed
+    file is encoded again, and other encoder weights get a file of their own."""
+    import numpy as np
+    from PIL import Image
+
+    from nextgpt.training.data import compute_features, features_cache
+
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+    for name, rgb in colours.items():
+        Image.fromarray(np.full((32, 32, 3), rgb, np.uint8)).save(tmp_path / f"{name}.png")
+    msgs = [[{"role": "user", "content": [{"type": "image", "path": str(tmp_path / f"{c}.png")},
+                                          {"type": "text", "text": "what?"}]},
+             {"role": "assistant", "content": f"a {c} square"}] for c in colours]
+    prepared = prepare(msgs, tiny_model.builder, 64)
+    encoder = tiny_model.encoder
+    cache = features_cache(tmp_path, encoder)
+    assert cache.parent == tmp_path / ".features"
+    encoded: list[int] = []
+    real = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda m, arrays, **kw: encoded.append(len(arrays)) or real(m, arrays, **kw))
+    first = compute_features(encoder, prepared, cache=cache)
+    assert cache.is_file() and sum(encoded) == 3
+    again = compute_features(encoder, prepared, cache=cache)
+    assert sum(encoded) == 3  # nothing encoded the second time
+    for key, value in first.items():
+        torch.testing.assert_close(again[key], value, rtol=0, atol=0)
+    Image.fromarray(np.full((32, 40, 3), (200, 200, 30), np.uint8)).save(tmp_path / "green.png")  # a new file
+    changed = compute_features(encoder, prepared, cache=cache)
+    assert sum(encoded) == 4
+    green = str(tmp_path / "green.png")
+    assert not torch.equal(changed[green], first[green])
+    torch.testing.assert_close(changed[green], compute_features(encoder, prepared[2:])[green])
+    assert sum(encoded) == 5  # the pass without a features file encoded its one upload
+    cache.write_bytes(b"not a features file")  # a broken file is encoded again, not an error
+    torch.testing.assert_close(compute_features(encoder, prepared, cache=cache)[green], changed[green])
+    assert sum(encoded) == 8
+    with torch.no_grad():
+        next(encoder.model.parameters()).add_(1.0)
+    assert features_cache(tmp_path, encoder) != cache
+
+
+def test_signal_states_pass_gives_the_whole_records_states_in_their_order(tiny_model):
+    """collect_states cuts records after their last block, sorts them by length and skips the LM head: its
+    states must be the ones one plain forward over the whole, padded records gives, block for block."""
+    from nextgpt.training.projectors import collect_states
+
+    def block(modality, caption):
+        return {"type": modality, "path": f"o.{modality}", "caption": caption}
+
+    msgs = []
+    for i, colour in enumerate(("red", "blue", "green", "yellow", "purple")):
+        turns = [{"role": "user", "content": [{"type": "image", "path": f"{colour}.png"},
+                                              {"type": "text", "text": "make a video of it" + " please" * i}]},
+                 {"role": "assistant", "content": [{"type": "text", "text": "Here."},
+                                                   block("video", f"a {colour} square moving left")]}]
+        if i % 2:  # a second turn: an image, then an edit of the video, then words after the last block
+            turns += [{"role": "user", "content": "now a picture and make the clip go right"},
+                      {"role": "assistant", "content": [block("image", f"a {colour} circle"),
+                                                        block("video", f"a {colour} square moving right"),
+                                                        {"type": "text", "text": "Done, both." * i}]}]
+        msgs.append(turns)
+    prepared = prepare(msgs, tiny_model.builder, 256)
+    assert len(prepared) == 5 and len({len(p.example.ids) for p in prepared}) == 5
+    g = torch.Generator().manual_seed(0)
+    feats = {f"{c}.png": torch.randn(tiny_model.cfg.encoder.out_embed_dim, generator=g)
+             for c in ("red", "blue", "green", "yellow", "purple")}
+    targets = {}
+    for p in prepared:
+        for m, caption in p.block_keys:
+            spec = tiny_model.cfg.decoder(m)
+            shape = (spec.cond_len, spec.cond_dim) if spec.cond_len else (spec.cond_dim,)
+            targets[(m, caption)] = torch.randn(*shape, generator=g)
+    collate = Collator(0, feats, targets)
+    tiny_model.eval()
+    with torch.no_grad():
+        batch = collate(prepared)
+        _, plain = tiny_model.signal_states(batch)
+    video = [c for p in prepared for m, c in p.block_keys if m == Modality.VIDEO]
+    for modality in (None, Modality.VIDEO):
+        states = collect_states(tiny_model, prepared, collate, batch_size=2, modality=modality)
+        assert set(states) == ({Modality.VIDEO} if modality else {Modality.VIDEO, Modality.IMAGE})
+        for m, got in states.items():
+            torch.testing.assert_close(got.hidden, plain[m][0].float(), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(got.embeds, plain[m][1].float())
+            torch.testing.assert_close(got.targets, batch["block_targets"][m].float())
+        assert states[Modality.VIDEO].captions == video
+        assert states[Modality.VIDEO].previous == [None if c.endswith("left") else c.replace("right", "left")
+                                                   for c in video]
+
+
 def test_interrupted_projector_alignment_resumes_to_the_same_weights(tiny_model, tmp_path):
     from nextgpt.training.projectors import AlignArgs, States, fit
 

@@ -2,7 +2,7 @@
 
 metrics  - caption scores (pycocoevalcap BLEU-4 / METEOR / CIDEr), Frechet distance, cosine, accuracies
 evaluate - the paper's tables on the world's test split through `NextGPT.chat` (`python -m nextgpt eval`)
-report   - report.md, report.json, items.jsonl and PNG plots of an evaluation (matplotlib, imported on use)
+report   - report.md, report.json, items.jsonl.gz and PNG plots of an evaluation (matplotlib, imported on use)
 bench    - speed and memory against the targets and the official demo's way (`python -m nextgpt bench`)
 bench7b  - the 7B path with random weights at full or toy size (`python -m nextgpt bench --random-weights`)
 official_way - the official demo's decoders, re-loaded for every item

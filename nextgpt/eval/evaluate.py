@@ -4,7 +4,7 @@
     python -m nextgpt eval --preset nano --split test --out benchmarks        # test: once, for a shipped report
 
     report = evaluate(model, EvalConfig(data_dir=Path("data/world"), limit=4))
-    write_report(report, Path("runs/eval"))   # report.md, report.json, items.jsonl, *.png
+    write_report(report, Path("runs/eval"))   # report.md, report.json, items.jsonl.gz, *.png
 
 The split is written first when it is missing (`ensure_split`: deterministic, seconds). Every report names
 its split, the checkpoint's weight hash and the git commit it was measured at.
@@ -90,6 +90,7 @@ class EvalConfig:
     num_inference_steps: int | None = None  # diffusion steps; None = the preset's
     use_meteor: bool = True
     progress: bool = True  # tqdm bar on stderr
+    workers: int = 1  # processes answering the chat calls (each loads the model; see `evaluate`'s `load`)
 
 
 # ---- what the checkpoint can do ---------------------------------------------------------------------
@@ -190,35 +191,122 @@ def turn_kind(user: dict[str, Any]) -> str:
 
 
 # ---- running turns ----------------------------------------------------------------------------------
+Job = tuple[str, Sequence[dict[str, Any]], int]  # ("chat", messages, seed) or ("dialogue", messages, dialogue index)
+
+
+def _chat(model: Any, cfg: EvalConfig, messages: Sequence[dict[str, Any]], seed: int, errors: list[str]) -> Any:
+    """`model.chat` with the evaluation's settings; an error a user could cause is a wrong (empty) reply, listed."""
+    from nextgpt.conversation import ConversationError
+    from nextgpt.media import MediaError
+    from nextgpt.model import ModelUnavailableError, Reply
+
+    settings = GenerationSettings(max_new_tokens=cfg.max_new_tokens, temperature=0.0, seed=cfg.seed + seed,
+                                  num_inference_steps=cfg.num_inference_steps)
+    try:
+        return model.chat(messages, settings)
+    except (ConversationError, MediaError, ModelUnavailableError) as err:  # judged wrong; listed in the report
+        errors.append(f"{type(err).__name__}: {err}")
+        return Reply(text="", notices=[str(err)])
+
+
+def play_dialogue(chat: Callable[[Sequence[dict[str, Any]], int], Any], messages: Sequence[dict[str, Any]],
+                  d: int) -> list[Any]:
+    """The model's reply to each user turn of dialogue `d`, each turn seeing the model's OWN earlier replies
+    (text and produced media), not the recorded ones."""
+    history: list[dict[str, Any]] = []
+    replies = []
+    for j in range(0, len(messages) - 1, 2):
+        history.append(messages[j])
+        reply = chat(list(history), 1000 * d + j)
+        replies.append(reply)
+        history.append({"role": "assistant", "content": [{"type": "text", "text": reply.text}]
+                        + [{"type": m, "array": arr} for m, arr in produced(reply)]})
+    return replies
+
+
+def _turns(job: Job) -> int:
+    return 1 if job[0] == "chat" else len(job[1]) // 2
+
+
+def _do(model: Any, cfg: EvalConfig, job: Job, step: Callable[[int], Any] = lambda n: None) -> tuple[Any, list[str]]:
+    """A job's reply (a chat) or replies (a dialogue), and the errors its calls gave."""
+    kind, messages, key = job
+    errors: list[str] = []
+
+    def chat(history: Sequence[dict[str, Any]], seed: int) -> Any:
+        reply = _chat(model, cfg, history, seed, errors)
+        step(1)
+        return reply
+
+    return (chat(messages, key) if kind == "chat" else play_dialogue(chat, messages, key)), errors
+
+
+_WORKER: dict[str, Any] = {}  # a worker process's model and settings
+
+
+def _start_worker(load: tuple[str, dict[str, Any]], cfg: EvalConfig, threads: int) -> None:
+    from nextgpt.model import NextGPT
+
+    torch.set_num_threads(threads)
+    name, kwargs = load
+    _WORKER.update(model=NextGPT.from_preset(name, **kwargs), cfg=cfg)
+
+
+def _work(job: Job) -> tuple[Any, list[str]]:
+    return _do(_WORKER["model"], _WORKER["cfg"], job)
+
+
 class _Runner:
-    """Calls `model.chat` with the evaluation's settings; counts calls and errors; drives the bar."""
+    """Answers the tables' chat calls with the evaluation's settings, in this process or spread over
+    `cfg.workers` processes (each with its own model, built by `load`); counts calls and errors; drives the bar.
+    A job's reply does not depend on where it ran: decoding is greedy and every call carries its own seed."""
 
     def __init__(self, model: Any, cfg: EvalConfig, total: int,
-                 base: tuple[str, Callable[[str], str]] | None = None) -> None:
-        from nextgpt.conversation import ConversationError
-        from nextgpt.media import MediaError
-        from nextgpt.model import ModelUnavailableError
-
+                 base: tuple[str, Callable[[str], str]] | None = None,
+                 load: tuple[str, dict[str, Any]] | None = None) -> None:
         self.model, self.cfg = model, cfg
         self.base_name, self.base = base if base else (None, None)
         self.errors: list[str] = []
         self.calls = 0
-        self._expected = (ConversationError, MediaError, ModelUnavailableError)
         self.bar = tqdm(total=total, desc="eval", unit="turn", disable=not cfg.progress, leave=False)
+        self._pool = None
+        if cfg.workers > 1:
+            if load is None:
+                raise ValueError("workers > 1 needs `load`, the (preset, keyword arguments) each worker builds")
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
-    def chat(self, messages: Sequence[dict[str, Any]], seed: int) -> Any:
-        from nextgpt.model import Reply
+            threads = max(1, torch.get_num_threads() // cfg.workers)
+            self._pool = ProcessPoolExecutor(cfg.workers, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_worker, initargs=(load, cfg, threads))
 
-        settings = GenerationSettings(max_new_tokens=self.cfg.max_new_tokens, temperature=0.0,
-                                      seed=self.cfg.seed + seed, num_inference_steps=self.cfg.num_inference_steps)
-        self.calls += 1
-        try:
-            return self.model.chat(messages, settings)
-        except self._expected as err:  # judged as a wrong turn; listed in the report
-            self.errors.append(f"{type(err).__name__}: {err}")
-            return Reply(text="", notices=[str(err)])
-        finally:
-            self.bar.update(1)
+    def replies(self, calls: Sequence[tuple[Sequence[dict[str, Any]], int]]) -> list[Any]:
+        """The reply to each (messages, seed), in order."""
+        return self._run([("chat", messages, seed) for messages, seed in calls])
+
+    def dialogues(self, items: Sequence[tuple[int, Sequence[dict[str, Any]]]]) -> list[list[Any]]:
+        """For each (index, messages), the replies of `play_dialogue`, in order."""
+        return self._run([("dialogue", messages, d) for d, messages in items])
+
+    def _run(self, jobs: list[Job]) -> list[Any]:
+        if self._pool is None:
+            done = [_do(self.model, self.cfg, job, self.bar.update) for job in jobs]
+        else:
+            from concurrent.futures import as_completed
+
+            futures = {self._pool.submit(_work, job): job for job in jobs}
+            for future in as_completed(futures):
+                self.bar.update(_turns(futures[future]))
+            done = [future.result() for future in futures]
+        for job, (_, errors) in zip(jobs, done):
+            self.calls += _turns(job)
+            self.errors.extend(errors)
+        return [out for out, _ in done]
+
+    def close(self) -> None:
+        self.bar.close()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def _records(cfg: EvalConfig, kind: str) -> tuple[list[dict[str, Any]], Path]:
@@ -262,11 +350,11 @@ def run_captioning(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             rows[m] = {"n": 0, "skipped": row["skipped"]}
             continue
         refs, hyps, truths, preds, examples = {}, {}, [], [], []
-        for index, rec in row["items"]:
-            messages = record_to_messages(rec, plan["root"])
+        records = [(index, record_to_messages(rec, plan["root"])) for index, rec in row["items"]]
+        replies = run.replies([(messages[:1], index) for index, messages in records])
+        for (index, messages), reply in zip(records, replies):
             truth = caption_attributes(_text(messages[1]), m)
             caption = CAPTION_TEMPLATES[m].format(**truth)
-            reply = run.chat(messages[:1], seed=index)
             refs[str(index)] = [a.format(caption=caption) for a in P.CAPTION_ANSWERS[m]]
             hyps[str(index)] = reply.text
             truths.append(truth)
@@ -312,14 +400,16 @@ def run_generation(run: _Runner, plan: dict[str, Any], items_out: list[dict[str,
             continue
         rights, truths, preds, answers, keyed, base_keyed = [], [], [], [], [], []
         store = media.setdefault(asked, {"generated": [], "captions": [], "real": [], "real_captions": []})
+        calls = []
         for index, item in row["items"]:
+            if asked == "text":  # item: (question, keywords)
+                calls.append(([{"role": "user", "content": item[0]}], None, 100_000 + index))
+            else:
+                calls.append((record_to_messages(item, plan["root"])[:1], item[f"{asked}_captions"], index))
+        replies = run.replies([(messages, seed) for messages, _, seed in calls])
+        for (index, item), (messages, caption, _), reply in zip(row["items"], calls, replies):
             if asked == "text":
                 question, keywords = item
-                messages, caption, seed = [{"role": "user", "content": question}], None, 100_000 + index
-            else:
-                messages = record_to_messages(item, plan["root"])[:1]
-                caption, seed = item[f"{asked}_captions"], index
-            reply = run.chat(messages, seed=seed)
             out = produced(reply)
             kinds = [m for m, _ in out]
             for column in set(kinds) or {"none"}:
@@ -471,13 +561,13 @@ def plan_editing(model: Any, cfg: EvalConfig) -> dict[str, Any]:
 def run_editing(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
     per: dict[str, dict[str, list]] = {}
     kinds: dict[str, list[tuple[bool, float]]] = {}
-    for d, j, messages in plan["items"]:
+    replies = run.replies([(messages[: j + 1], 1000 * d + j) for d, j, messages in plan["items"]])
+    for (d, j, messages), reply in zip(plan["items"], replies):
         target = _media_parts(messages[j + 1])[0]  # the item the reference reply produced
         m, caption = target["type"], target["caption"]
         before = [p for msg in messages[:j + 1] for p in _media_parts(msg)][-1]  # the item being edited
         new, old = caption_attributes(caption, m), caption_attributes(before["caption"], before["type"])
         edited = [k for k in new if old.get(k) != new[k]]
-        reply = run.chat(messages[: j + 1], seed=1000 * d + j)
         mine = reply.media[Modality(m)]
         pred = judge(m, mine[0], reply.audio_sample_rate) if mine else {}
         row = per.setdefault(m, {"all": [], "edited": [], "kept": [], "produced": [], "targets": [], "chance": []})
@@ -566,15 +656,12 @@ def judge_turn(reference: dict[str, Any], reply: Any, last_modality: str | None)
 
 def run_dialogues(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]]) -> dict[str, Any]:
     successes, by_kind, by_index, dialogue_chance = [], {}, {}, []
-    for d, messages in plan["items"]:
-        history: list[dict[str, Any]] = []
+    for (d, messages), replies in zip(plan["items"], run.dialogues(plan["items"])):
         last: str | None = None
         oks, chances = [], []
-        for j in range(0, len(messages) - 1, 2):
+        for j, reply in zip(range(0, len(messages) - 1, 2), replies):
             user, reference = messages[j], messages[j + 1]
-            history.append(user)
             last = ([p["type"] for p in _media_parts(user)] or [last])[-1]
-            reply = run.chat(history, seed=1000 * d + j)
             ok, detail = judge_turn(reference, reply, last)
             chance = turn_chance(reference, last)
             oks.append(ok)
@@ -582,9 +669,6 @@ def run_dialogues(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, 
             kind = turn_kind(user)
             by_kind.setdefault(kind, []).append((ok, chance))
             by_index.setdefault(j // 2 + 1, []).append((ok, chance))
-            # the model's own reply (text and media) is what the next turn sees
-            history.append({"role": "assistant", "content": [{"type": "text", "text": reply.text}]
-                            + [{"type": m, "array": arr} for m, arr in produced(reply)]})
             last = ([p["type"] for p in _media_parts(reference)] or [last])[-1]
             items_out.append({"table": "dialogue", "dialogue": d, "turn": j // 2, "kind": kind,
                               "request": _text(user), "reference": _text(reference), "reply": reply.text,
@@ -648,10 +732,10 @@ def run_tasks(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]
     for name, row in plan["rows"].items():
         oks, chances, by_modality = [], [], {}
         edited, kept, carried, combos = [], [], [], {}
-        for d, messages in row["items"]:
+        replies = run.replies([(messages[:-1], 1000 * d + len(messages) - 2) for d, messages in row["items"]])
+        for (d, messages), reply in zip(row["items"], replies):
             j = len(messages) - 2
             user, reference = messages[j], messages[j + 1]
-            reply = run.chat(messages[: j + 1], seed=1000 * d + j)
             uploads = _media_parts(user)
             earlier = [p for msg in messages[:j] for p in _media_parts(msg)]
             if row["kind"] in _ANSWER_KINDS:
@@ -731,9 +815,13 @@ def base_llm(model: Any, max_new_tokens: int) -> tuple[str, Callable[[str], str]
     return f"{model.cfg.llm.gguf_file} without the tuning (its own chat template, greedy)", answer
 
 
-def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]] | None = None) -> EvalReport:
+def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]] | None = None,
+             load: tuple[str, dict[str, Any]] | None = None) -> EvalReport:
     """Run the tables on `cfg.split` of the world; see the module docstring. `base`: (name, answer(question))
-    of the base LLM, which answers the general questions in the same run for comparison."""
+    of the base LLM, which answers the general questions in the same run for comparison. With `cfg.workers` > 1
+    the chat calls are answered by that many processes, each building its model as
+    `NextGPT.from_preset(*load)` = the same weights as `model` (`load` = (preset name, keyword arguments)) with
+    torch's threads shared among them; `model` itself still plans, embeds and judges."""
     from nextgpt.eval.provenance import display_path, git_commit, weight_hash
 
     # 1. what is measured (the code as it is when the run starts), then plan every table first
@@ -745,7 +833,7 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
              "tasks": plan_tasks(model, cfg)}
     total = (sum(len(r["items"]) for p in ("captioning", "generation", "tasks") for r in plans[p]["rows"].values())
              + len(plans["editing"]["items"]) + sum(len(m) // 2 for _, m in plans["dialogue"]["items"]))
-    run = _Runner(model, cfg, total, base)
+    run = _Runner(model, cfg, total, base, load)
     items: list[dict[str, Any]] = []
     # 2. run them through model.chat
     try:
@@ -755,7 +843,7 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
                   "dialogue": run_dialogues(run, plans["dialogue"], items),
                   "tasks": run_tasks(run, plans["tasks"], items)}
     finally:
-        run.bar.close()
+        run.close()
     samples = tables["generation"].pop("_samples")
     world = json.loads((Path(cfg.data_dir) / cfg.split / "meta.json").read_text())
     trained_on = Path(cfg.checkpoint) / "training_world.json" if cfg.checkpoint else None

@@ -1,4 +1,4 @@
-"""An `EvalReport` -> report.json, report.md, items.jsonl and PNG plots in one folder.
+"""An `EvalReport` -> report.json, report.md, items.jsonl.gz and PNG plots in one folder.
 
     paths = write_report(report, Path("runs/eval"))   # {"json": ..., "md": ..., "items": ..., "plots": [...]}
 
@@ -8,6 +8,7 @@ no plot, and report.md says why.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 from nextgpt.eval.evaluate import ASKED_ROWS, PRODUCED_COLUMNS, EvalReport, iter_lines
 from nextgpt.world.vocab import HELD_OUT_PAIRS, MODALITIES
 
+
+ITEMS = "items.jsonl.gz"  # one JSON line per judged turn, gzipped (mtime 0: the same items, the same bytes)
 
 _KIND_NAMES = {"edit": "edit in a later turn", "upload_edit": "upload + edit in one turn"}
 
@@ -35,10 +38,21 @@ def write_report(report: EvalReport, out: Path) -> dict[str, Any]:
              if p is not None]
     report.meta["plots"] = [p.name for p in plots]
     (out / "report.json").write_text(json.dumps(report.to_dict(), indent=1, default=_plain) + "\n")
-    (out / "items.jsonl").write_text("".join(iter_lines(report.items)))
+    write_items(report.items, out / ITEMS)
     (out / "report.md").write_text(markdown(report))
-    return {"json": str(out / "report.json"), "md": str(out / "report.md"), "items": str(out / "items.jsonl"),
+    return {"json": str(out / "report.json"), "md": str(out / "report.md"), "items": str(out / ITEMS),
             "plots": [str(p) for p in plots]}
+
+
+def write_items(items: list[dict[str, Any]], path: Path) -> None:
+    with gzip.GzipFile(path, "wb", mtime=0) as f:
+        f.write("".join(iter_lines(items)).encode())
+
+
+def read_items(folder: Path) -> list[dict[str, Any]]:
+    """The judged turns of the report in `folder` (`zcat items.jsonl.gz` shows them too)."""
+    with gzip.open(Path(folder) / ITEMS, "rt") as f:
+        return [json.loads(line) for line in f]
 
 
 def _plain(x: Any) -> Any:

@@ -58,26 +58,66 @@ def prepare(conversations: Iterable[list[dict[str, Any]]], builder: Conversation
     return out
 
 
+def features_cache(data_dir: Path, encoder: Any) -> Path:
+    """Where the features of `data_dir`'s media under this encoder are kept: one file per encoder weights (a hash
+    of them names it), so the stages and the alignment, which all read uploads through the same frozen encoder,
+    encode each file once."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(encoder.model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return data_dir / ".features" / f"{digest.hexdigest()[:16]}.pt"
+
+
 @torch.no_grad()
-def compute_features(encoder: Any, prepared: Sequence[Prepared], batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Frozen-encoder features of every distinct uploaded file (one pass)."""
+def compute_features(encoder: Any, prepared: Sequence[Prepared], batch_size: int = 32,
+                     cache: Path | None = None) -> dict[str, torch.Tensor]:
+    """Frozen-encoder features of every distinct uploaded file (one pass). With `cache` (`features_cache`), the
+    features it holds for a file of the same size and modification time are taken from it, and it is rewritten
+    with the ones encoded here."""
     from tqdm import tqdm
 
     from nextgpt import media
+    from nextgpt.files import torch_save
 
-    todo: dict[Modality, list[str]] = {}
+    todo: dict[Modality, dict[str, None]] = {}
     for p in prepared:
         for (_, item), key in zip(p.example.media, p.media_keys):
-            todo.setdefault(item.modality, [])
-            if key not in todo[item.modality]:
-                todo[item.modality].append(key)
+            todo.setdefault(item.modality, {})[key] = None
+    stored: dict[str, tuple[int, int, torch.Tensor]] = {}
+    if cache is not None and cache.is_file():
+        try:
+            stored = torch.load(cache, weights_only=False)
+        except Exception as e:  # a file cut short or of another format: encode again and rewrite it
+            log.warning("features file %s unreadable (%s): encoding the uploads again", cache, e)
+
+    def stamp(key: str) -> tuple[int, int]:
+        st = Path(key).stat()
+        return st.st_size, st.st_mtime_ns
+
     feats: dict[str, torch.Tensor] = {}
+    encoded = 0
     for modality, keys in todo.items():
-        for i in tqdm(range(0, len(keys), batch_size), desc=f"encode {modality.value}", disable=None):
-            chunk = keys[i : i + batch_size]
+        stamps = {k: stamp(k) for k in keys}
+        missing = []
+        for k in keys:
+            if k in stored and stored[k][:2] == stamps[k]:
+                feats[k] = stored[k][2]
+            else:
+                missing.append(k)
+        for i in tqdm(range(0, len(missing), batch_size), desc=f"encode {modality.value}", disable=None):
+            chunk = missing[i : i + batch_size]
             arrays = [media.load(modality, Path(k), media.MediaLimits()).array for k in chunk]
             for k, f in zip(chunk, encoder.encode(modality, arrays)):
                 feats[k] = f.float().cpu()
+                stored[k] = (*stamps[k], feats[k])
+        encoded += len(missing)
+    if cache is not None:
+        log.info("features of %d files: %d from %s, %d encoded", len(feats), len(feats) - encoded, cache, encoded)
+        if encoded:
+            torch_save(stored, cache)
     return feats
 
 

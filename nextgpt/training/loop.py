@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -208,6 +209,24 @@ class Processes:
         box = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.type == "cuda" else "cpu")
         torch.distributed.broadcast(box, 0)
         return float(box)
+
+
+def end_processes() -> None:
+    """The end of a script that `accelerate launch` started as several processes: wait for all of them, then
+    leave at once with status 0, without the interpreter's teardown. During that teardown a gloo worker thread
+    can still be releasing the last collective's work (`ProcessGroupGloo::runLoop` destroying an
+    `AsyncAllgatherCoalescedWork`, in a core dump); its tensors need the GIL, a thread that takes it then is
+    ended, and the process aborts ("terminate called without an active exception", SIGABRT), so the launcher
+    reports a failed run whose work was all written. Destroying the process group does not prevent it: the
+    sharded modules and meshes still hold the group. One process returns and exits as usual."""
+    processes = Processes()
+    if processes.count == 1:
+        return
+    processes.wait()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main_first(make: Callable[[], T]) -> T:

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from nextgpt.config import Modality
 from nextgpt.files import torch_save, write_json
+from nextgpt.training.loop import end_processes
 from nextgpt.world import parse_caption
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def split_states(model: Any, data: Path, split: str, limit: int | None, max_len:
     first alignment run: video had 1,099 training blocks, image 5,123)."""
     import random
 
-    from nextgpt.training.data import Collator, compute_features, compute_targets, load_kind, prepare
+    from nextgpt.training.data import Collator, compute_features, compute_targets, features_cache, load_kind, prepare
 
     prepared = []
     for kind in KINDS:
@@ -105,37 +106,66 @@ def split_states(model: Any, data: Path, split: str, limit: int | None, max_len:
         if limit and len(kept) > limit:
             kept = random.Random(seed).sample(kept, limit)
         prepared += kept
-    features = compute_features(model.encoder, prepared) if any(p.media_keys for p in prepared) else {}
+    features = (compute_features(model.encoder, prepared, cache=features_cache(data, model.encoder))
+                if any(p.media_keys for p in prepared) else {})
     collate = Collator(model.tokenizer.pad_token_id or 0, features, compute_targets(model.decoders, prepared))
-    return collect_states(model, prepared, collate, desc=f"signal states ({split})")
+    return collect_states(model, prepared, collate, desc=f"signal states ({split})", modality=modality)
+
+
+def through_last_block(prepared: Any, num_tokens: dict[Modality, int], modality: Modality | None = None) -> Any:
+    """The example cut after its last signal block (of `modality`, when given; the other modalities' blocks are
+    then dropped): the causal LLM's states at the signal tokens do not depend on anything after them."""
+    from nextgpt.conversation import TrainingExample
+    from nextgpt.training.data import Prepared
+
+    ex = prepared.example
+    mine = [i for i, b in enumerate(ex.blocks) if modality in (None, b.modality)]
+    end = max(ex.blocks[i].start + num_tokens[ex.blocks[i].modality] for i in mine)
+    media = [i for i, (pos, _) in enumerate(ex.media) if pos < end]
+    return Prepared(TrainingExample(ex.ids[:end], ex.labels[:end], [ex.media[i] for i in media],
+                                    [ex.blocks[i] for i in mine]),
+                    [prepared.media_keys[i] for i in media], [prepared.block_keys[i] for i in mine])
 
 
 @torch.no_grad()
 def collect_states(model: Any, prepared: Sequence[Any], collate: Any, *, batch_size: int = 16,
-                   desc: str = "signal states") -> dict[Modality, States]:
-    """One teacher-forced pass of the (frozen) model over `prepared` examples with captioned blocks."""
+                   desc: str = "signal states", modality: Modality | None = None) -> dict[Modality, States]:
+    """One teacher-forced pass of the (frozen) model over `prepared` examples with captioned blocks (of
+    `modality` only, when given), blocks in the examples' order. The pass runs each example only through its
+    last such block, batches examples of about the same length (little padding) and skips the LM head: the
+    states are the ones the whole records give, in a fraction of the time (`scripts/bench_training_inputs.py`)."""
+    num_tokens = {spec.modality: spec.num_signal_tokens for spec in model.cfg.decoders}
+    cut = [through_last_block(p, num_tokens, modality) for p in prepared]
+    captions: dict[Modality, list[str]] = {}
+    previous: dict[Modality, list[str | None]] = {}
+    first: list[dict[Modality, int]] = []  # per example: the index of its first block of each modality
+    for p in cut:
+        first.append({m: len(captions.get(m, [])) for m in num_tokens})
+        last: dict[Modality, str] = {}
+        for m, caption in p.block_keys:
+            captions.setdefault(m, []).append(caption)
+            previous.setdefault(m, []).append(last.get(m))
+            last[m] = caption
+    order = sorted(range(len(cut)), key=lambda i: -len(cut[i].example.ids))
     parts: dict[Modality, dict[str, list]] = {}
-    for i in tqdm(range(0, len(prepared), batch_size), desc=desc, mininterval=10):
-        items = prepared[i : i + batch_size]
-        batch = collate(items)
-        _, states = model.signal_states(batch)
-        captions: dict[Modality, list[str]] = {}
-        previous: dict[Modality, list[str | None]] = {}
-        for p in items:
-            last: dict[Modality, str] = {}
-            for modality, caption in p.block_keys:
-                captions.setdefault(modality, []).append(caption)
-                previous.setdefault(modality, []).append(last.get(modality))
-                last[modality] = caption
-        for modality, (h, e) in states.items():
-            acc = parts.setdefault(modality, {"h": [], "e": [], "t": [], "c": [], "p": []})
+    for i in tqdm(range(0, len(order), batch_size), desc=desc, mininterval=10):
+        rows = order[i : i + batch_size]
+        batch = collate([cut[r] for r in rows])
+        _, states = model.signal_states(batch, logits=False)
+        for m, (h, e) in states.items():
+            acc = parts.setdefault(m, {"h": [], "e": [], "t": [], "at": []})
             acc["h"].append(h.float().cpu())
             acc["e"].append(e.float().cpu())
-            acc["t"].append(batch["block_targets"][modality].float().cpu())
-            acc["c"] += captions[modality]
-            acc["p"] += previous[modality]
-    return {m: States(torch.cat(a["h"]), torch.cat(a["e"]), torch.cat(a["t"]), a["c"], a["p"])
-            for m, a in parts.items()}
+            acc["t"].append(batch["block_targets"][m].float().cpu())
+            for r in rows:  # where each block of this batch goes in the examples' order
+                k = sum(b == m for b, _ in cut[r].block_keys)
+                acc["at"] += range(first[r][m], first[r][m] + k)
+    out = {}
+    for m, a in parts.items():
+        back = torch.argsort(torch.tensor(a["at"]))
+        out[m] = States(torch.cat(a["h"])[back], torch.cat(a["e"])[back], torch.cat(a["t"])[back], captions[m],
+                        previous[m])
+    return out
 
 
 @torch.no_grad()
@@ -319,3 +349,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     summary = align_projectors(parse_args(argv))
     print(json.dumps({m: {"before": v["before"], "after": v["after"]} for m, v in summary["modalities"].items()}))
+    end_processes()

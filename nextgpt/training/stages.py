@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from nextgpt.config import MODALITY_INFO
+from nextgpt.training.loop import end_processes
 from nextgpt.training.plans import PLANS
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def parse_args(stage: str, argv: Sequence[str] | None = None) -> StageArgs:
 
 def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, Any]:
     from nextgpt.model import NextGPT
-    from nextgpt.training.data import Collator, compute_features, compute_targets, load_kind, prepare
+    from nextgpt.training.data import Collator, compute_features, compute_targets, features_cache, load_kind, prepare
     from nextgpt.training.loop import RunConfig, train
 
     torch.set_num_threads(args.threads)
@@ -89,7 +90,8 @@ def run_stage(args: StageArgs, *, stop_after: int | None = None) -> dict[str, An
     needs_media = any(p.media_keys for p in prepared)
     if needs_media and model.encoder is None:
         raise FileNotFoundError(f"{args.checkpoint}/encoder missing: train the encoder first (scripts/train_encoder.py)")
-    features = compute_features(model.encoder, prepared) if needs_media else {}
+    features = (compute_features(model.encoder, prepared, cache=features_cache(args.data, model.encoder))
+                if needs_media else {})
     targets = compute_targets(_caption_encoders(model), prepared) if "l2" in plan.losses else {}
     collate = Collator(model.tokenizer.pad_token_id or 0, features, targets)
     # 4. train and save this stage's parts
@@ -128,3 +130,4 @@ def main(stage: str, argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     result = run_stage(parse_args(stage, argv))
     log.info("done: %s", {k: v for k, v in result.items() if k != "history"})
+    end_processes()
