@@ -321,6 +321,8 @@ def eval_command(meta: dict) -> str:
         parts += ["--seed", str(cfg["seed"])]
     if meta.get("torch_threads"):
         parts += ["--threads", str(meta["torch_threads"])]
+    if (cfg.get("workers") or 1) > 1:
+        parts += ["--workers", str(cfg["workers"])]
     return " ".join(parts + ["--out benchmarks"])
 
 

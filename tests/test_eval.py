@@ -473,8 +473,52 @@ def test_task_rows_judge_right_and_wrong_replies(task_world, right):
     assert edits["edited"]["k"] == (2 if right else 0) and edits["kept"]["k"] == 2  # unchanged: kept, not edited
     carried = out["rows"]["request after another item"]["carried_over"]
     assert carried["n"] == 2 and carried["k"] == (0 if right else 2)
+    for name, row in out["rows"].items():  # the wrong replies' text names the right item: the media side failed
+        if "modality" in row:
+            assert row["modality"]["k"] == row["text"]["k"] == 2, name
+            assert row["decoded"]["n"] == 2 and row["decoded"]["k"] == (2 if right else 0), name
     section = "\n".join(_tasks_section(out))
     assert "| edit audio | 2 | " + ("100.0" if right else "0.0") in section and "two uploads" in section
+    assert "34.2-100.0) | " + ("100.0 (n 2)" if right else "0.0 (n 2)") + " |" in section  # modality, text, decoded
+
+
+def test_task_rows_say_where_a_media_turn_went_wrong(task_world):
+    """A reply in another modality, and one whose text names another item, count against *modality* and *text*;
+    *decoded* counts only the replies with both right."""
+    from nextgpt.eval.evaluate import _media_parts, _mosit, plan_tasks, run_tasks
+    from nextgpt.model import Reply
+    from nextgpt.world.vocab import ATTRIBUTES
+
+    cfg = EvalConfig(data_dir=task_world, split="test", limit=2, progress=False)
+    plan = plan_tasks(SimpleNamespace(can_encode=True, can_generate=set(Modality)), cfg)
+    records = {d: messages for d, _, messages in _mosit(cfg, tasks=True)[0]}
+    right = _Scripted(records, True)
+
+    class Confused(_Scripted):
+        calls = 0
+
+        def chat(self, messages, seed):
+            reply = right.chat(messages, seed)
+            Confused.calls += 1
+            items = [m for m, arrays in reply.media.items() if arrays]
+            if not items:
+                return reply
+            (modality,) = items
+            if Confused.calls % 2:  # an item of another modality in the right one's place
+                other = Modality("audio" if modality.value != "audio" else "image")
+                return Reply(text=reply.text, media={other: [_render(
+                    {"audio": "a low steady tone", "image": "a red circle"}[other.value], other.value, seed)]})
+            target = _media_parts(next(m for m in records.values() if m[: len(messages)] == list(messages))
+                                  [len(messages)])[0]
+            words = parse_caption(target["caption"], modality.value)
+            wrong = {k: next(w for w in ATTRIBUTES[modality.value][k] if w != v) for k, v in words.items()}
+            return Reply(text=f"Here it is: {' '.join(wrong.values())}.", media=reply.media)
+
+    out = run_tasks(Confused(records, True), plan, [])
+    for name in ("edit image", "edit audio", "edit video", "image -> video", "video -> image"):
+        row = out["rows"][name]
+        assert row["right"]["k"] == 1 and row["modality"]["k"] == 1, name  # one of two in the wrong modality
+        assert row["text"]["k"] == 1 and row["decoded"]["n"] == 0, name  # the other's text names another item
 
 
 def test_answers_about_uploads_are_judged_on_the_uploads_attributes():

@@ -731,7 +731,7 @@ def run_tasks(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]
     rows: dict[str, Any] = {}
     for name, row in plan["rows"].items():
         oks, chances, by_modality = [], [], {}
-        edited, kept, carried, combos = [], [], [], {}
+        edited, kept, carried, combos, steps = [], [], [], {}, []
         replies = run.replies([(messages[:-1], 1000 * d + len(messages) - 2) for d, messages in row["items"]])
         for (d, messages), reply in zip(row["items"], replies):
             j = len(messages) - 2
@@ -750,6 +750,9 @@ def run_tasks(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]
                 combos.setdefault(modality, ([], []))
                 combos[modality][0].append(new)
                 combos[modality][1].append(ok)
+                # where a wrong reply went wrong: the item's modality, the item its text names, its media
+                said = parse_caption(reply.text, modality)
+                steps.append((detail["produced"] == [modality], all(said.get(k) == v for k, v in new.items()), ok))
                 if row["kind"] == "upload_edit":  # which words changed, which were kept
                     old = caption_attributes(uploads[0]["caption"], modality)
                     changed = [k for k in new if old[k] != new[k]]
@@ -773,6 +776,9 @@ def run_tasks(run: _Runner, plan: dict[str, Any], items_out: list[dict[str, Any]
                "skipped": row["skipped"]}
         if row["kind"] == "upload_edit":
             out.update(edited=rate_of(edited), kept=rate_of(kept))
+        if steps:
+            out.update(modality=rate_of([m for m, _, _ in steps]), text=rate_of([t for _, t, _ in steps]),
+                       decoded=rate_of([ok for m, t, ok in steps if m and t]))
         if carried:
             out["carried_over"] = rate_of(carried)
         if combos:

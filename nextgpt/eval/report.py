@@ -119,17 +119,22 @@ def _tasks_section(tasks: dict[str, Any] | None) -> list[str]:
               "every word of its caption; questions about uploads produce no media and give the verdict (yes / no, "
               "first / second) that the uploads' world attributes give. *edited* / *kept*: the changed / the other "
               "words of an edited upload; *carried over*: the produced item took a word of the latest earlier item "
-              "where the target differs from it (n: records with such an item).", ""]
+              "where the target differs from it (n: records with such an item). Where a media turn goes wrong: "
+              "*modality*: the reply is one item of the expected modality; *text*: the reply's text names every "
+              "word of the expected item; *decoded*: right, of the replies with both (the media side alone).", ""]
     table = []
     for name, r in rows.items():
         if not r["n"]:
             continue
         by = ", ".join(f"{m} {_pct(v['rate'])} (n {v['n']})" for m, v in r["by_modality"].items())
         carried = r.get("carried_over")
-        table.append([name, str(r["n"]), _rate(r["right"]), _chance(r["right"]), _rate(r.get("edited")),
-                      _rate(r.get("kept")), f"{_pct(carried['rate'])} (n {carried['n']})" if carried else "-", by])
-    return lines + _table(["row", "n", "right %", "chance %", "edited %", "kept %", "carried over %", "by modality %"],
-                          table) + [""]
+        decoded = r.get("decoded")
+        table.append([name, str(r["n"]), _rate(r["right"]), _chance(r["right"]), _rate(r.get("modality")),
+                      _rate(r.get("text")), f"{_pct(decoded['rate'])} (n {decoded['n']})" if decoded else "-",
+                      _rate(r.get("edited")), _rate(r.get("kept")),
+                      f"{_pct(carried['rate'])} (n {carried['n']})" if carried else "-", by])
+    return lines + _table(["row", "n", "right %", "chance %", "modality %", "text %", "decoded %", "edited %", "kept %",
+                           "carried over %", "by modality %"], table) + [""]
 
 
 def markdown(report: EvalReport) -> str:
