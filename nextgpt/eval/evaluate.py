@@ -861,7 +861,7 @@ def evaluate(model: Any, cfg: EvalConfig, base: tuple[str, Callable[[str], str]]
         "checkpoint": display_path(cfg.checkpoint) if cfg.checkpoint else None,
         "weight_hash": weights,
         "git_commit": commit,
-        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "config": {k: display_path(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "capabilities": capabilities(model),
         "decoding": "greedy (temperature 0); diffusion seeded with seed + record index",
         "chat_calls": run.calls,

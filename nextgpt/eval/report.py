@@ -152,7 +152,9 @@ def markdown(report: EvalReport) -> str:
         f"Limit {cfg['limit'] or 'none'} (items per modality / edit turns / dialogues / task records per row), "
         f"seed {cfg['seed']}, "
         f"{meta['decoding']}; {meta['chat_calls']} chat calls in {meta['elapsed_s']} s "
-        f"(torch threads: {meta['torch_threads']}). Everything goes through `NextGPT.chat`.",
+        f"(torch threads: {meta['torch_threads']}"
+        + (f", shared by {cfg['workers']} worker processes" if (cfg.get("workers") or 1) > 1 else "")
+        + "). Everything goes through `NextGPT.chat`.",
         "",
         f"Checkpoint reads media: **{caps['reads_media']}**; generates: **{', '.join(caps['generates']) or 'text only'}**.",
         "",
