@@ -66,6 +66,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _pct_n(r: dict[str, Any] | None) -> str:
+    """'64.0 (n 100)': a rate in % and its n; '-' when there is none."""
+    return f"{_pct(r['rate'])} (n {r['n']})" if r else "-"
+
+
 def _rate(r: dict[str, Any] | None) -> str:
     """'85.0 (34/40; 70.9-92.9)': the rate in %, its count and 95 % Wilson interval."""
     if not r or r.get("rate") is None:
@@ -126,13 +131,10 @@ def _tasks_section(tasks: dict[str, Any] | None) -> list[str]:
     for name, r in rows.items():
         if not r["n"]:
             continue
-        by = ", ".join(f"{m} {_pct(v['rate'])} (n {v['n']})" for m, v in r["by_modality"].items())
-        carried = r.get("carried_over")
-        decoded = r.get("decoded")
+        by = ", ".join(f"{m} {_pct_n(v)}" for m, v in r["by_modality"].items())
         table.append([name, str(r["n"]), _rate(r["right"]), _chance(r["right"]), _rate(r.get("modality")),
-                      _rate(r.get("text")), f"{_pct(decoded['rate'])} (n {decoded['n']})" if decoded else "-",
-                      _rate(r.get("edited")), _rate(r.get("kept")),
-                      f"{_pct(carried['rate'])} (n {carried['n']})" if carried else "-", by])
+                      _rate(r.get("text")), _pct_n(r.get("decoded")), _rate(r.get("edited")), _rate(r.get("kept")),
+                      _pct_n(r.get("carried_over")), by])
     return lines + _table(["row", "n", "right %", "chance %", "modality %", "text %", "decoded %", "edited %", "kept %",
                            "carried over %", "by modality %"], table) + [""]
 
